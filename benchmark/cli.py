@@ -1,0 +1,169 @@
+"""Command line: `python -m benchmark ls | run | data build | data check | report`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError, CheckFailed
+from benchmark.protocol import PRESETS
+
+EXAMPLES = {
+    "ls": "example:\n  python -m benchmark ls",
+    "run": (
+        "examples:\n"
+        "  python -m benchmark run                                   # every method on the embedded default\n"
+        "  python -m benchmark run --protocol tiny --methods tiny-images,prior --preset smoke\n"
+        "  python -m benchmark run --protocol pitts_ial --data-root ~/datasets/Pitts-IAL --methods oracle-gps\n"
+        "  python -m benchmark run --methods tiny-images:size=32,grey=false --seed 1 --out results/"
+    ),
+    "data": (
+        "examples:\n"
+        "  python -m benchmark data build --protocol tiny\n"
+        "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL"
+    ),
+    "report": "example:\n  python -m benchmark report --results results/ --out reports/",
+}
+
+
+def _default_protocol() -> str:
+    from protocols import DEFAULT_PROTOCOL
+
+    return DEFAULT_PROTOCOL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with a copy-paste example in every --help."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark", formatter_class=fmt,
+        description="ialbench: image address localization vs. place recognition + reverse geocoding.",
+        epilog="example:\n  python -m benchmark run --protocol tiny --methods all\n"
+               "exit codes: 0 success, 1 a check failed, 2 bad usage or bad input")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report}")
+
+    sub.add_parser("ls", help="list methods and protocols", epilog=EXAMPLES["ls"], formatter_class=fmt)
+
+    run = sub.add_parser("run", help="run methods on a protocol and write results", epilog=EXAMPLES["run"],
+                         formatter_class=fmt)
+    run.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
+    run.add_argument("--methods", default="all",
+                     help="comma-separated method names, each optionally name:key=value,key=value (default: all)")
+    run.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
+    run.add_argument("--data-root", type=Path, default=None, help="dataset folder (real datasets) or build folder")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--latency-queries", type=int, default=100,
+                     help="queries timed one by one for single-stream latency (after 5 warm-up queries)")
+
+    data = sub.add_parser("data", help="build or validate a dataset", epilog=EXAMPLES["data"], formatter_class=fmt)
+    data.add_argument("action", choices=("build", "check"))
+    data.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
+    data.add_argument("--preset", default="default", choices=PRESETS)
+    data.add_argument("--data-root", type=Path, default=None)
+
+    report = sub.add_parser("report", help="Markdown tables from result files", epilog=EXAMPLES["report"],
+                            formatter_class=fmt)
+    report.add_argument("--results", type=Path, default=Path("results"))
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--protocol", default=None, help="only this protocol")
+    return parser
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """Print every method and protocol, one line each."""
+    from benchmark.registry import METHODS, PROTOCOLS
+
+    width = max(len(n) for n in [*METHODS.names(), *PROTOCOLS.names()])
+    for kind, reg in (("method", METHODS), ("protocol", PROTOCOLS)):
+        for name, entry in reg.entries().items():
+            print(f"{kind:<8}  {name:<{width}}  {entry.summary}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run methods and write one result folder per method."""
+    from benchmark.runner import RunSpec, parse_methods, run
+
+    if args.batch_size < 1 or args.latency_queries < 1:
+        raise BenchmarkError("--batch-size and --latency-queries must be at least 1")
+    spec = RunSpec(protocol=args.protocol or _default_protocol(), methods=parse_methods(args.methods),
+                   preset=args.preset, data_root=args.data_root, device=args.device, seed=args.seed,
+                   out=args.out, batch_size=args.batch_size, latency_queries=args.latency_queries,
+                   progress=not args.quiet)
+    for folder in run(spec):
+        print(folder)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Build (generated protocols) or check a dataset; check prints counts and every problem."""
+    from benchmark.registry import PROTOCOLS
+
+    protocol = PROTOCOLS.get(args.protocol or _default_protocol())
+    if args.action == "build":
+        root = protocol.resolve_root(args.data_root, args.preset)
+        if not protocol.generated:
+            raise BenchmarkError(f"protocol {protocol.name!r} reads a released dataset; it cannot be built "
+                                 "(use `data check`)")
+        if root.exists():
+            print(f"{protocol.name}: already built at {root}")
+        else:
+            protocol.build(root, args.preset, progress=not args.quiet)
+            print(f"{protocol.name}: built at {root}")
+    root, dataset, problems = protocol.check(args.data_root, args.preset, progress=not args.quiet)
+    print(f"{protocol.name} at {root}")
+    if dataset is not None:
+        for key, value in dataset.counts().items():
+            print(f"  {key:<24} {value}")
+        print(f"  {'data_hash':<24} {dataset.data_hash}")
+    missing = sum("image is missing" in p.message for p in problems)
+    print(f"  {'missing_files':<24} {missing}")
+    for p in problems:
+        print(p)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    print(f"{errors} errors, {warnings} warnings")
+    if errors:
+        raise CheckFailed(f"{protocol.name}: dataset at {root} has {errors} errors (listed above)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write and print the tables."""
+    from benchmark.report import write_report
+
+    text, written = write_report(args.results, args.out, args.protocol)
+    print(text)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, dispatch, and turn user-fixable errors into one line and an exit code."""
+    args = build_parser().parse_args(argv)
+    log = logging.getLogger("benchmark")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report}
+    try:
+        return handlers[args.command](args)
+    except BenchmarkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

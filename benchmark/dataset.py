@@ -1,0 +1,75 @@
+"""The dataset contract: three location-disjoint splits of labelled images, and the problems found reading them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from benchmark.address import AddressBook
+
+SPLITS = ("train", "database", "queries")
+COLUMNS = ("image", "address", "utm_east", "utm_north", "caption", "verbose_address", "location", "heading")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset, with the file it is in."""
+
+    file: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.file}: {self.message}"
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: one table per split with the COLUMNS above (image paths relative to images_root)."""
+
+    name: str
+    version: str
+    root: Path
+    images_root: Path
+    splits: dict[str, pd.DataFrame]
+    data_hash: str
+    dropped_queries: list[str] = field(default_factory=list)
+
+    @cached_property
+    def address_book(self) -> AddressBook:
+        """The candidate set: sub-street addresses seen in train ∪ database."""
+        return AddressBook(pd.concat([self.splits["train"].address, self.splits["database"].address]))
+
+    def utm(self, split: str) -> np.ndarray:
+        """[N, 2] float64 UTM (east, north) of a split."""
+        t = self.splits[split]
+        return t[["utm_east", "utm_north"]].to_numpy(np.float64)
+
+    def paths(self, split: str) -> list[Path]:
+        """Absolute image paths of a split."""
+        return [self.images_root / p for p in self.splits[split].image]
+
+    def counts(self) -> dict[str, int]:
+        """Counts a user checks a dataset by: images, locations, sub-streets, streets, neighbourhoods."""
+        everything = pd.concat(self.splits.values(), ignore_index=True)
+        book = AddressBook(everything.address)
+        out = {f"images_{s}": len(self.splits[s]) for s in SPLITS}
+        out["images"] = len(everything)
+        out["locations"] = count_locations(everything)
+        out["sub_streets"] = len(book)
+        out["sub_streets_candidates"] = len(self.address_book)
+        out["streets"] = len(book.streets)
+        out["neighbourhoods"] = len(book.neighbourhoods)
+        return out
+
+
+def count_locations(table: pd.DataFrame) -> int:
+    """Distinct capture locations: the location ids where known, else distinct coordinates (1 cm)."""
+    if "location" in table and table.location.notna().all():
+        return int(table.location.nunique())
+    return int(table[["utm_east", "utm_north"]].round(2).drop_duplicates().shape[0])

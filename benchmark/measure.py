@@ -1,0 +1,86 @@
+"""Measurement: per-stage clocks that synchronise the device, latency summaries, peak memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import psutil
+import torch
+
+STAGES = ("encode", "search", "geocode")
+
+
+class StageClock:
+    """Accumulates wall time per stage; synchronises CUDA before reading the clock."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as part of stage `name`."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages are {STAGES}")
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] += time.perf_counter() - start
+
+    def take(self) -> dict[str, float]:
+        """Return the seconds per stage (every stage present) and reset."""
+        out = {s: self.seconds.get(s, 0.0) for s in STAGES}
+        self.seconds = defaultdict(float)
+        return out
+
+
+def latency_summary(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median and p90 in milliseconds per stage and for their per-query total."""
+    out = {}
+    for stage in (*STAGES, "total"):
+        values = np.array([sum(s.values()) if stage == "total" else s[stage] for s in samples]) * 1e3
+        out[stage] = {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+    return out
+
+
+class PeakMemory:
+    """Peak process RSS over a block (sampled by a thread every `interval` s) and the CUDA allocator's peak."""
+
+    def __init__(self, device: torch.device | str = "cpu", interval: float = 0.005):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_cuda: int | None = None
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_rss = self._proc.memory_info().rss
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
+        if self.device.type == "cuda":
+            self.peak_cuda = int(torch.cuda.max_memory_allocated(self.device))

@@ -1,0 +1,69 @@
+"""The protocol contract: where a dataset lives, how it is read, checked and (for generated ones) built."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from benchmark.dataset import Dataset, Problem
+from benchmark.errors import BenchmarkError
+
+PRESETS = ("smoke", "default", "paper")
+
+
+def cache_root() -> Path:
+    """Where generated datasets and trained models are cached ($IALBENCH_CACHE, else ~/.cache/ialbench)."""
+    return Path(os.environ.get("IALBENCH_CACHE", Path.home() / ".cache" / "ialbench")).expanduser()
+
+
+class Protocol(ABC):
+    """A named evaluation protocol over one dataset in the IAL on-disk format."""
+
+    name: str
+    version: str
+    summary: str
+    generated: bool = False
+
+    @abstractmethod
+    def resolve_root(self, data_root: Path | None, preset: str) -> Path:
+        """The dataset folder to use, from --data-root, the environment, or the cache."""
+
+    @abstractmethod
+    def read(self, root: Path, progress: bool = False) -> tuple[Dataset | None, list[Problem]]:
+        """Read and validate the dataset; return it (None if unreadable) and every problem found."""
+
+    def build(self, root: Path, preset: str, progress: bool = True) -> None:
+        """Write the dataset under root (generated protocols only)."""
+        raise BenchmarkError(f"protocol {self.name!r} reads an existing dataset and cannot be built")
+
+    def check(self, data_root: Path | None, preset: str, progress: bool = False) -> tuple[Path, Dataset | None, list[Problem]]:
+        """Validate the dataset without building it."""
+        root = self.resolve_root(data_root, preset)
+        if not root.exists():
+            raise BenchmarkError(self.missing_root_message(root))
+        dataset, problems = self.read(root, progress)
+        return root, dataset, problems
+
+    def open(self, data_root: Path | None, preset: str, progress: bool = True) -> Dataset:
+        """The dataset for a run: built first if generated and absent; errors are fatal, queries whose
+        address is not in the candidate set are dropped (as the IAL papers did) and recorded."""
+        root = self.resolve_root(data_root, preset)
+        if not root.exists():
+            if not self.generated:
+                raise BenchmarkError(self.missing_root_message(root))
+            self.build(root, preset, progress)
+        dataset, problems = self.read(root, progress)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors or dataset is None:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            first = errors[0] if errors else "unreadable dataset"
+            raise BenchmarkError(
+                f"{first}{more}; run `python -m benchmark data check --protocol {self.name} --data-root {root}` "
+                "to list every problem"
+            )
+        return dataset
+
+    def missing_root_message(self, root: Path) -> str:
+        """One line naming the missing folder and how to point at the dataset."""
+        return f"dataset folder {root} does not exist; pass --data-root DIR pointing at the {self.name} dataset"

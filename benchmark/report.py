@@ -1,0 +1,109 @@
+"""Paper-style Markdown tables from result files: accuracy (Table 2), cost (Table 5), localization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.errors import BenchmarkError
+from benchmark.results import latest_runs, load_results
+
+MB = 1024 * 1024
+
+
+def _with_ci(run: dict[str, Any], key: str) -> str:
+    value = run["metrics"].get(key)
+    if value is None:
+        return "–"
+    ci = run["ci95"].get(key)
+    return f"{value:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{value:.2f}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def accuracy_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Table 2: SSA-1, SSA-5, SA-1, SA-5 per method (percent, with 95 % bootstrap intervals)."""
+    rows = [{"Method": r["method"]["name"], "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
+             "SA-1": _with_ci(r, "sa@1"), "SA-5": _with_ci(r, "sa@5")} for r in runs]
+    return pd.DataFrame(rows, columns=["Method", "SSA-1", "SSA-5", "SA-1", "SA-5"])
+
+
+def cost_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory."""
+    rows = []
+    for r in runs:
+        cost = r["cost"]
+        lat = cost["latency_ms"]
+        memory = cost["peak_rss_bytes"] if cost.get("peak_cuda_bytes") is None else cost["peak_cuda_bytes"]
+        rows.append({
+            "Method": r["method"]["name"],
+            "Storage (MB)": _num(cost["storage_bytes"]["total"] / MB, 3),
+            "Inference (ms)": _num(lat["encode"]["median"], 3),
+            "Retrieval (ms)": _num(lat["search"]["median"] + lat["geocode"]["median"], 3),
+            "Memory (MB)": _num(memory / MB, 1),
+            "Throughput (q/s)": _num(cost.get("throughput_qps"), 1),
+        })
+    return pd.DataFrame(rows)
+
+
+def localization_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Recall@1/5/10 (25 m) and localization error, for methods that predict coordinates."""
+    rows = []
+    for r in runs:
+        m = r["metrics"]
+        if m.get("median_error_m") is None and m.get("recall@1") is None:
+            continue
+        rows.append({"Method": r["method"]["name"], "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
+                     "R@10": _with_ci(r, "recall@10"), "Median error (m)": _num(m.get("median_error_m"), 1),
+                     "≤25 m": _num(m.get("within_25m"), 1), "≤100 m": _num(m.get("within_100m"), 1)})
+    return pd.DataFrame(rows)
+
+
+def render_protocol(protocol: str, runs: list[dict[str, Any]]) -> str:
+    """The Markdown report of one protocol."""
+    first = runs[0]["protocol"]
+    parts = [
+        f"## {protocol} (v{first['version']}, {first['n_queries']} queries, "
+        f"{first['n_candidates']} candidate sub-streets, data {first['data_hash'][:12]})",
+        "",
+        "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
+        "",
+        accuracy_table(runs).to_markdown(index=False),
+        "",
+        "### Cost (Table 5 style; latency = median single-query ms)",
+        "",
+        cost_table(runs).to_markdown(index=False),
+    ]
+    loc = localization_table(runs)
+    if len(loc):
+        parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False)]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) -> tuple[str, list[Path]]:
+    """Render every protocol's tables from the newest run of each method; write one .md per protocol."""
+    runs = latest_runs(load_results(results_dir))
+    if protocol is not None:
+        runs = [r for r in runs if r["protocol"]["name"] == protocol]
+    if not runs:
+        raise BenchmarkError(f"no result.json under {results_dir}"
+                             + (f" for protocol {protocol}" if protocol else "")
+                             + "; run `python -m benchmark run` first or pass --results DIR")
+    by_protocol: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_protocol.setdefault(r["protocol"]["name"], []).append(r)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts, written = [], []
+    for name, group in by_protocol.items():
+        text = render_protocol(name, group)
+        path = out_dir / f"{name}.md"
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        texts.append(text)
+        written.append(path)
+    return "\n".join(texts), written

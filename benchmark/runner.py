@@ -1,0 +1,224 @@
+"""The one pipeline every method runs through: prepare, predict (batched, then single-stream), score, save."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.address import normalize
+from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
+from benchmark.images import iterate_images, load_rgb
+from benchmark.measure import PeakMemory, StageClock, latency_summary
+from benchmark.method import Method, Prediction, QueryBatch, RunContext, config_hash, make_options
+from benchmark.metrics import positives_within, summarize
+from benchmark.protocol import PRESETS, Protocol, cache_root
+from benchmark.registry import METHODS, PROTOCOLS
+from benchmark.results import SCHEMA_VERSION, environment, git_revision, make_run_id, now_utc, write_run
+
+log = logging.getLogger("benchmark")
+
+
+@dataclass
+class RunSpec:
+    """Everything a `run` invocation decides."""
+
+    protocol: str
+    methods: list[tuple[str, dict[str, str]]]
+    preset: str = "default"
+    data_root: Path | None = None
+    device: str = "auto"
+    seed: int = 0
+    out: Path = Path("results")
+    k: int = 5
+    batch_size: int = 32
+    latency_queries: int = 100
+    warmup: int = 5
+    n_boot: int = 1000
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_methods(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Parse 'a,b:x=1,y=2,c' into [(a, {}), (b, {x: 1, y: 2}), (c, {})]; 'all' means every registered method."""
+    out: list[tuple[str, dict[str, str]]] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        name, colon, option = token.partition(":")
+        if "=" in name and not colon:
+            if not out:
+                raise BenchmarkError(f"--methods {text!r}: option {token!r} comes before any method name")
+            key, _, value = token.partition("=")
+            out[-1][1][key.strip()] = value.strip()
+            continue
+        out.append((name.strip(), {}))
+        if option:
+            key, eq, value = option.partition("=")
+            if not eq:
+                raise BenchmarkError(f"--methods {text!r}: expected name:key=value, got {token!r}")
+            out[-1][1][key.strip()] = value.strip()
+    if any(name == "all" for name, _ in out):
+        given = {name: opts for name, opts in out if name != "all"}
+        out = [(name, given.get(name, {})) for name in METHODS.names()]
+    if not out:
+        raise BenchmarkError("--methods is empty; name at least one method (or 'all')")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise BenchmarkError(f"--device {name!r}: use auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def run(spec: RunSpec) -> list[Path]:
+    """Run every requested method on one protocol; returns the result folders written."""
+    if spec.preset not in PRESETS:
+        raise BenchmarkError(f"--preset {spec.preset!r}: choose one of {', '.join(PRESETS)}")
+    protocol: Protocol = PROTOCOLS.get(spec.protocol)
+    device = resolve_device(spec.device)
+    # Every name and option is checked before any data is read or any file written.
+    planned = []
+    for name, overrides in spec.methods:
+        cls: type[Method] = METHODS.get(name)
+        planned.append((cls, make_options(cls, spec.preset, overrides)))
+    dataset = protocol.open(spec.data_root, spec.preset, spec.progress)
+    if dataset.dropped_queries:
+        log.warning("%d queries dropped: their address is not in the candidate set", len(dataset.dropped_queries))
+    return [run_method(protocol, dataset, cls, options, spec, device) for cls, options in planned]
+
+
+def _query_batches(method: Method, dataset: Dataset, batch_size: int):
+    paths = dataset.paths("queries")
+    if method.needs_images:
+        yield from iterate_images(paths, method.preprocess, batch_size)
+    else:
+        for _ in range(0, len(paths), batch_size):
+            yield None
+
+
+def _check_prediction(method: str, p: Prediction, k: int) -> None:
+    names = [normalize(a) for a in p.topk]
+    if len(set(names)) != len(names) or len(names) > k or len(p.scores) != len(names):
+        raise RuntimeError(f"method {method} broke the contract: top-k must be ≤{k} distinct sub-streets "
+                           f"with one score each, got {p.topk} / {p.scores}")
+
+
+def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options: Any, spec: RunSpec,
+               device: torch.device) -> Path:
+    """Prepare one method, predict every query (batched, then single-stream for latency), score and save."""
+    seed_everything(spec.seed)
+    chash = config_hash(cls.name, options)
+    ctx = RunContext(device=device, seed=spec.seed, preset=spec.preset, progress=spec.progress,
+                     batch_size=spec.batch_size,
+                     cache_dir=cache_root() / "models" / f"{cls.name}-{chash[:16]}-{dataset.data_hash[:16]}")
+    method = cls(options, ctx)
+    start = time.perf_counter()
+    method.prepare(dataset)
+    prepare_seconds = time.perf_counter() - start
+
+    queries = dataset.splits["queries"]
+    rel_paths = list(queries.image)
+    true_utm = dataset.utm("queries")
+    n = len(queries)
+    if n == 0:
+        raise BenchmarkError(f"{dataset.name}: no queries left to evaluate")
+    clock = StageClock(device)
+    predictions: list[Prediction] = []
+    with PeakMemory(device) as memory, torch.inference_mode():
+        bar = tqdm(total=n, desc=f"{cls.name}: predicting", unit="q", disable=not spec.progress, leave=False)
+        for images in _query_batches(method, dataset, spec.batch_size):
+            lo = len(predictions)
+            hi = min(n, lo + spec.batch_size)
+            batch = QueryBatch(images, rel_paths[lo:hi], true_utm[lo:hi])
+            predictions += method.predict(batch, spec.k, clock)
+            bar.update(hi - lo)
+        bar.close()
+        batch_seconds = sum(clock.take().values())
+
+        samples = []
+        abs_paths = dataset.paths("queries")
+        for i in range(spec.warmup + min(spec.latency_queries, n)):
+            q = i % n
+            image = method.preprocess(load_rgb(abs_paths[q])).unsqueeze(0) if method.needs_images else None
+            method.predict(QueryBatch(image, rel_paths[q:q + 1], true_utm[q:q + 1]), spec.k, clock)
+            seconds = clock.take()
+            if i >= spec.warmup:
+                samples.append(seconds)
+    if len(predictions) != n:
+        raise RuntimeError(f"method {cls.name} returned {len(predictions)} predictions for {n} queries")
+    for p in predictions:
+        _check_prediction(cls.name, p, spec.k)
+
+    retrieved = positives = None
+    if all(p.retrieved is not None for p in predictions):
+        width = min(len(p.retrieved) for p in predictions)
+        retrieved = np.array([p.retrieved[:width] for p in predictions], np.int64)
+        positives = positives_within(dataset.utm("database"), true_utm)
+    predicted_utm = None
+    if all(p.utm is not None for p in predictions):
+        predicted_utm = np.array([p.utm for p in predictions], np.float64)
+    metrics, ci = summarize([p.topk for p in predictions], list(queries.address), retrieved=retrieved,
+                            positives=positives, predicted_utm=predicted_utm, true_utm=true_utm,
+                            n_boot=spec.n_boot, seed=spec.seed)
+
+    footprint = method.footprint()
+    created = now_utc()
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "protocol": {"name": protocol.name, "version": protocol.version, "data_hash": dataset.data_hash,
+                     "n_queries": n, "n_queries_dropped": len(dataset.dropped_queries),
+                     "n_candidates": len(dataset.address_book), "preset": spec.preset,
+                     "root": str(dataset.root)},
+        "method": {"name": cls.name, "family": cls.family, "options": dataclasses.asdict(options),
+                   "config_hash": chash, "weights": method.weights()},
+        "metrics": metrics,
+        "ci95": ci,
+        "cost": {
+            "storage_bytes": {"model": footprint.model, "database": footprint.database, "map": footprint.map,
+                              "total": footprint.total},
+            "latency_ms": latency_summary(samples),
+            "throughput_qps": n / batch_seconds if batch_seconds > 0 else None,
+            "peak_rss_bytes": memory.peak_rss,
+            "peak_cuda_bytes": memory.peak_cuda,
+            "prepare_seconds": prepare_seconds,
+        },
+        "env": environment(str(device), spec.batch_size),
+        "git_rev": git_revision(),
+        "seed": spec.seed,
+        "k": spec.k,
+        "created": created.isoformat(),
+    }
+    rows = []
+    for (image, address), p in zip(zip(rel_paths, queries.address), predictions):
+        row = {"image": image, "address": address, "topk": p.topk, "scores": [float(s) for s in p.scores],
+               "utm": None if p.utm is None else [float(p.utm[0]), float(p.utm[1])]}
+        if p.retrieved is not None:
+            row["retrieved"] = [int(i) for i in p.retrieved[:10]]
+        rows.append(row)
+    folder = write_run(spec.out, result, rows, make_run_id(created, chash))
+    log.info("%s: SSA@1 %.2f  SA@1 %.2f  -> %s", cls.name, metrics["ssa@1"], metrics["sa@1"], folder)
+    return folder

@@ -1,0 +1,11 @@
+"""Methods. REGISTRY maps a name to 'module:Class' and a one-line summary; nothing here imports a method
+module, so listing is instant. Adding a method is one module plus one line here (or an entry point in the
+`ialbench.methods` group for methods that live in another package)."""
+
+REGISTRY: dict[str, tuple[str, str]] = {
+    "oracle-gps": ("methods.reference:OracleGPS",
+                   "true query GPS -> gazetteer: the ceiling of every image -> GPS -> address pipeline"),
+    "prior": ("methods.reference:Prior", "addresses ranked by training frequency, the same for every query"),
+    "tiny-images": ("methods.tiny_images:TinyImages",
+                    "training-free retrieval on 16x16 grey thumbnails (faiss) -> gazetteer"),
+}

@@ -1,0 +1,107 @@
+"""The shared two-stage pipeline: encoder -> faiss index of the database -> top-N -> coordinates ->
+reverse geocoding -> k distinct sub-streets. Adapters supply only an encoder (and its training)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
+from benchmark.geocoder import Gazetteer, gazetteer_for
+from benchmark.images import iterate_images
+from benchmark.measure import StageClock
+from benchmark.method import Footprint, Method, Prediction, QueryBatch
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    """Options every retrieval method shares."""
+
+    search_depth: int = 50  # database images retrieved per query; ≥ 10 for Recall@10
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+class RetrievalMethod(Method):
+    """Place recognition + reverse geocoding. Subclasses implement `build_encoder` and `preprocess`.
+
+    Addresses: each retrieved image's coordinates are reverse-geocoded in rank order and de-duplicated,
+    each address scored by the similarity of the first image that gave it; if fewer than k distinct
+    addresses result, the list is filled with the gazetteer's next-nearest addresses around the top-1
+    coordinates (scored like the last retrieved image, keeping their distance order).
+    """
+
+    family = "retrieval"
+
+    @abstractmethod
+    def build_encoder(self, dataset: Dataset) -> nn.Module:
+        """Return (training it first if needed) a module mapping images [B, ...] to L2-normalised [B, D]."""
+
+    def encode(self, images: torch.Tensor) -> np.ndarray:
+        """Descriptors of a preprocessed batch as float32 numpy."""
+        return self.encoder(images.to(self.ctx.device)).float().cpu().numpy()
+
+    def prepare(self, dataset: Dataset) -> None:
+        """Build the encoder, index the database and build the gazetteer."""
+        if self.options.search_depth < 10:
+            raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
+        self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
+        paths = dataset.paths("database")
+        chunks = []
+        with torch.inference_mode():
+            bar = tqdm(total=len(paths), desc=f"{self.name}: indexing database", unit="img",
+                       disable=not self.ctx.progress, leave=False)
+            for images in iterate_images(paths, self.preprocess, self.ctx.batch_size):
+                chunks.append(self.encode(images))
+                bar.update(len(images))
+            bar.close()
+        database = np.ascontiguousarray(np.concatenate(chunks))
+        self.index = faiss.IndexFlatIP(database.shape[1])
+        self.index.add(database)
+        self.database_utm = dataset.utm("database")
+        self.depth = min(self.options.search_depth, self.index.ntotal)
+        self.gazetteer: Gazetteer = gazetteer_for(dataset)
+
+    def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
+        """Encode, search, geocode: each stage on the clock."""
+        with clock.stage("encode"):
+            descriptors = np.ascontiguousarray(self.encode(batch.images))
+        with clock.stage("search"):
+            similarity, ids = self.index.search(descriptors, self.depth)
+        with clock.stage("geocode"):
+            return [self._addresses(s, i, k) for s, i in zip(similarity, ids)]
+
+    def _addresses(self, similarity: np.ndarray, ids: np.ndarray, k: int) -> Prediction:
+        coords = self.database_utm[ids]
+        nearest = self.gazetteer.lookup(coords, 1)
+        topk: list[str] = []
+        scores: list[float] = []
+        for (hit,), s in zip(nearest, similarity.tolist()):
+            if hit[0] not in topk:
+                topk.append(hit[0])
+                scores.append(s)
+                if len(topk) == k:
+                    break
+        if len(topk) < k:
+            for address, _ in self.gazetteer.lookup(coords[:1], k + len(topk))[0]:
+                if address not in topk and len(topk) < k:
+                    topk.append(address)
+                    scores.append(scores[-1])
+        top = coords[0]
+        return Prediction(topk, scores, (float(top[0]), float(top[1])), ids.tolist())
+
+    def footprint(self) -> Footprint:
+        """Encoder weights; the index plus database coordinates; the gazetteer."""
+        index_bytes = int(faiss.serialize_index(self.index).nbytes)
+        return Footprint(model=module_bytes(self.encoder), database=index_bytes + self.database_utm.nbytes,
+                         map=self.gazetteer.nbytes)

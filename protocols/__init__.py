@@ -1,0 +1,11 @@
+"""Protocols: dataset readers and specs. REGISTRY maps a name to 'module:object' and a one-line summary;
+adding a protocol is one module plus one line here."""
+
+REGISTRY: dict[str, tuple[str, str]] = {
+    "pitts_ial": ("protocols.ial_format:PITTS_IAL", "Pitts-IAL (AddressCLIP, ECCV 2024); needs --data-root"),
+    "sf_ial_base": ("protocols.ial_format:SF_IAL_BASE", "SF-IAL-Base (AddressCLIP); needs --data-root"),
+    "sf_ial_large": ("protocols.ial_format:SF_IAL_LARGE", "SF-IAL-Large (AddressCLIP); needs --data-root"),
+    "tiny": ("protocols.tiny:TINY", "a few hundred generated images on a synthetic street grid (tests, smoke runs)"),
+}
+
+DEFAULT_PROTOCOL = "tiny"

@@ -1,0 +1,62 @@
+"""Protocols whose dataset is generated on this machine, written in the released IAL format and cached."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+from benchmark.dataset import Dataset, Problem
+from benchmark.protocol import Protocol, cache_root
+from protocols.ial_format import read_ial
+
+
+class GeneratedProtocol(Protocol):
+    """Builds its dataset deterministically from options (per preset) into the cache on first use."""
+
+    generated = True
+    prefix: str
+
+    @abstractmethod
+    def options(self, preset: str) -> Any:
+        """The generator options (a dataclass) for a preset."""
+
+    @abstractmethod
+    def generate(self, folder: Path, options: Any, progress: bool) -> None:
+        """Write annotations/ and images/ under folder."""
+
+    def options_hash(self, preset: str) -> str:
+        """sha256 of the protocol version and generator options."""
+        blob = json.dumps({"version": self.version, **dataclasses.asdict(self.options(preset))}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def resolve_root(self, data_root: Path | None, preset: str) -> Path:
+        """--data-root, else <cache>/data/<name>-v<version>-<options hash>."""
+        if data_root is not None:
+            return Path(data_root).expanduser()
+        return cache_root() / "data" / f"{self.name}-v{self.version}-{self.options_hash(preset)[:12]}"
+
+    def build(self, root: Path, preset: str, progress: bool = True) -> None:
+        """Generate into a temporary folder beside root, then move it into place."""
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.generate(tmp, self.options(preset), progress)
+            (tmp / "generator.json").write_text(json.dumps(
+                {"protocol": self.name, "version": self.version, "preset": preset,
+                 "options": dataclasses.asdict(self.options(preset))}, indent=2, sort_keys=True) + "\n")
+            os.rename(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def read(self, root: Path, progress: bool = False) -> tuple[Dataset | None, list[Problem]]:
+        """Read it back with the released-format reader (image bytes are part of the data hash)."""
+        return read_ial(root, name=self.name, version=self.version, prefix=self.prefix, images_dirs=("images",),
+                        hash_images=True, progress=progress)
