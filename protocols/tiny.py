@@ -37,7 +37,7 @@ class TinyOptions:
     spacing_m: float = 8.0
     headings: int = 2
     image_px: int = 64
-    view_m: float = 32.0
+    view_m: float = 48.0
     seed: int = 0
 
 
@@ -91,7 +91,7 @@ def _world(opts: TinyOptions, extent: tuple[float, float]) -> np.ndarray:
     rng = np.random.default_rng(opts.seed)
     size = int(extent[1] - extent[0])
     world = np.zeros((size, size, 3), np.float32)
-    for cell, weight in ((24, 0.6), (6, 0.4)):
+    for cell, weight in ((32, 0.6), (12, 0.4)):
         coarse = rng.random((size // cell + 2, size // cell + 2, 3)).astype(np.float32)
         world += weight * zoom(coarse, (cell, cell, 1), order=1)[:size, :size]
     return world

