@@ -42,13 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="ialbench: image address localization vs. place recognition + reverse geocoding.",
         epilog="example:\n  python -m benchmark run --protocol tiny --methods all\n"
                "exit codes: 0 success, 1 a check failed, 2 bad usage or bad input")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report}")
 
-    sub.add_parser("ls", help="list methods and protocols", epilog=EXAMPLES["ls"], formatter_class=fmt)
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, epilog=EXAMPLES[name], formatter_class=fmt, parents=[common])
 
-    run = sub.add_parser("run", help="run methods on a protocol and write results", epilog=EXAMPLES["run"],
-                         formatter_class=fmt)
+    add("ls", "list methods and protocols")
+
+    run = add("run", "run methods on a protocol and write results")
     run.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
     run.add_argument("--methods", default="all",
                      help="comma-separated method names, each optionally name:key=value,key=value (default: all)")
@@ -61,14 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--latency-queries", type=int, default=100,
                      help="queries timed one by one for single-stream latency (after 5 warm-up queries)")
 
-    data = sub.add_parser("data", help="build or validate a dataset", epilog=EXAMPLES["data"], formatter_class=fmt)
+    data = add("data", "build or validate a dataset")
     data.add_argument("action", choices=("build", "check"))
     data.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
     data.add_argument("--preset", default="default", choices=PRESETS)
     data.add_argument("--data-root", type=Path, default=None)
 
-    report = sub.add_parser("report", help="Markdown tables from result files", epilog=EXAMPLES["report"],
-                            formatter_class=fmt)
+    report = add("report", "Markdown tables from result files")
     report.add_argument("--results", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("reports"))
     report.add_argument("--protocol", default=None, help="only this protocol")

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTRACT_METRICS = {"ssa@1", "ssa@5", "sa@1", "sa@5", "recall@1", "recall@5", "recall@10", "median_error_m"}
 
 
-def run_cli(*args: str) -> int:
-    return main(["-q", *args])
+def run_cli(command: str, *args: str) -> int:
+    return main([command, "-q", *args])
 
 
 def test_ls_lists_methods_and_protocols(capsys):

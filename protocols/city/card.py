@@ -1,0 +1,119 @@
+"""The dataset card: counts, area, per-split table, a map of the sub-street partition and a contact sheet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+from scipy.spatial import ConvexHull, cKDTree  # noqa: E402
+
+from benchmark.address import AddressBook  # noqa: E402
+from benchmark.dataset import SPLITS, Dataset, count_locations  # noqa: E402
+
+PNG_META = {"Software": None}
+
+
+def split_table(dataset: Dataset) -> pd.DataFrame:
+    """Images, locations, sub-streets and streets per split."""
+    rows = []
+    for split in SPLITS:
+        t = dataset.splits[split]
+        book = AddressBook(t.address)
+        rows.append({"split": split, "images": len(t), "locations": count_locations(t),
+                     "sub-streets": len(book), "streets": len(book.streets)})
+    return pd.DataFrame(rows)
+
+
+def area_km2(dataset: Dataset) -> float:
+    """Area of the convex hull of every capture location, in km²."""
+    points = np.concatenate([dataset.utm(s) for s in SPLITS])
+    return float(ConvexHull(points).volume / 1e6)
+
+
+def plot_partition(geojson: Path, out: Path, title: str) -> None:
+    """Sub-streets coloured one by one (like AddressCLIP's Fig. 4), from the street-map GeoJSON."""
+    features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
+    colours = plt.get_cmap("tab20").colors
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
+    for i, feature in enumerate(features):
+        geometry = feature["geometry"]
+        parts = geometry["coordinates"] if geometry["type"] == "MultiLineString" else [geometry["coordinates"]]
+        for part in parts:
+            xy = np.asarray(part)
+            ax.plot(xy[:, 0], xy[:, 1], color=colours[i % len(colours)], linewidth=2.2, solid_capstyle="round")
+    ax.set_aspect(1.0 / np.cos(np.deg2rad(np.mean(ax.get_ylim()))))
+    ax.set_title(title)
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, metadata=PNG_META)
+    plt.close(fig)
+
+
+def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) -> None:
+    """Query views (right) beside the nearest database view with the same heading (left)."""
+    queries, database = dataset.splits["queries"], dataset.splits["database"]
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(queries), size=min(pairs, len(queries)), replace=False))
+    db_utm, q_utm = dataset.utm("database"), dataset.utm("queries")
+    fig, axes = plt.subplots(len(chosen), 2, figsize=(6.4, 2.4 * len(chosen)), dpi=100, squeeze=False)
+    for row, qi in enumerate(chosen):
+        same = np.flatnonzero(database.heading.to_numpy() == queries.heading.iloc[qi])
+        pool = same if len(same) else np.arange(len(database))
+        _, j = cKDTree(db_utm[pool]).query(q_utm[qi])
+        di = int(pool[j])
+        dist = float(np.hypot(*(db_utm[di] - q_utm[qi])))
+        for col, (table, index, label) in enumerate(((database, di, f"database ({dist:.0f} m away)"),
+                                                      (queries, qi, "query"))):
+            ax = axes[row, col]
+            ax.imshow(Image.open(dataset.images_root / table.image.iloc[index]).convert("RGB"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(label if col else f"{label}\n{queries.address.iloc[qi][:60]}", fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(out, metadata=PNG_META)
+    plt.close(fig)
+
+
+def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, source: str) -> Path:
+    """Write CARD.md with partition_map.png and contact_sheet.png into out_dir; return the card's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_partition(geojson, out_dir / "partition_map.png", f"{title}: sub-streets")
+    contact_sheet(dataset, out_dir / "contact_sheet.png")
+    counts = dataset.counts()
+    lines = [
+        f"# Dataset card: {title}",
+        "",
+        source,
+        "",
+        f"- protocol `{dataset.name}` version {dataset.version}, data hash `{dataset.data_hash}`",
+        f"- {counts['images']} images at {counts['locations']} capture locations, covering "
+        f"{area_km2(dataset):.2f} km² (convex hull of the locations)",
+        f"- {counts['sub_streets']} sub-streets on {counts['streets']} streets in {counts['neighbourhoods']} "
+        f"neighbourhoods; {counts['sub_streets_candidates']} candidate sub-streets (train ∪ database)",
+        f"- {len(dataset.dropped_queries)} queries dropped because their address is not a candidate",
+        "",
+        "## Splits (location-disjoint)",
+        "",
+        split_table(dataset).to_markdown(index=False),
+        "",
+        "## Sub-street partition",
+        "",
+        "![partition](partition_map.png)",
+        "",
+        "## Database vs. query views",
+        "",
+        "![contact sheet](contact_sheet.png)",
+        "",
+    ]
+    card = out_dir / "CARD.md"
+    card.write_text("\n".join(lines), encoding="utf-8")
+    return card
