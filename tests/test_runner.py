@@ -53,3 +53,14 @@ def test_latency_summary_median_and_p90_in_ms():
     summary = latency_summary(samples)
     assert summary["encode"]["median"] == pytest.approx(5.5) and summary["encode"]["p90"] == pytest.approx(9.1)
     assert summary["total"]["median"] == pytest.approx(6.5) and summary["search"]["p90"] == pytest.approx(1.0)
+
+
+def test_runner_rejects_a_method_that_repeats_a_sub_street():
+    from benchmark.method import Prediction
+    from benchmark.runner import _check_prediction
+
+    _check_prediction("m", Prediction(["A St, X", "B St, X"], [2.0, 1.0]), 5)
+    with pytest.raises(RuntimeError, match="distinct"):
+        _check_prediction("m", Prediction(["A St, X", "A St,  X"], [2.0, 1.0]), 5)
+    with pytest.raises(RuntimeError):
+        _check_prediction("m", Prediction(["A St, X", "B St, X"], [2.0, 1.0]), 1)
