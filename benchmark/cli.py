@@ -21,7 +21,8 @@ EXAMPLES = {
     ),
     "data": (
         "examples:\n"
-        "  python -m benchmark data build --protocol tiny\n"
+        "  python -m benchmark data build --protocol helsinki\n"
+        "  python -m benchmark data card --protocol helsinki --out reports/helsinki\n"
         "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL"
     ),
     "report": "example:\n  python -m benchmark report --results results/ --out reports/",
@@ -65,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="queries timed one by one for single-stream latency (after 5 warm-up queries)")
 
     data = add("data", "build or validate a dataset")
-    data.add_argument("action", choices=("build", "check"))
+    data.add_argument("action", choices=("build", "check", "card"),
+                      help="build a generated dataset, check one, or write a generated dataset's card")
     data.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
     data.add_argument("--preset", default="default", choices=PRESETS)
     data.add_argument("--data-root", type=Path, default=None)
+    data.add_argument("--out", type=Path, default=None, help="card: where to write it (default: <dataset>/card)")
 
     report = add("report", "Markdown tables from result files")
     report.add_argument("--results", type=Path, default=Path("results"))
@@ -108,6 +111,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     from benchmark.registry import PROTOCOLS
 
     protocol = PROTOCOLS.get(args.protocol or _default_protocol())
+    if args.action == "card":
+        if not hasattr(protocol, "write_card"):
+            raise BenchmarkError(f"protocol {protocol.name!r} has no dataset card (only generated cities do)")
+        dataset = protocol.open(args.data_root, args.preset, progress=not args.quiet)
+        print(protocol.write_card(dataset.root, args.out or dataset.root / "card"))
+        return 0
     if args.action == "build":
         root = protocol.resolve_root(args.data_root, args.preset)
         if not protocol.generated:
@@ -162,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

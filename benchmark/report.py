@@ -72,15 +72,15 @@ def render_protocol(protocol: str, runs: list[dict[str, Any]]) -> str:
         "",
         "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
         "",
-        accuracy_table(runs).to_markdown(index=False),
+        accuracy_table(runs).to_markdown(index=False, disable_numparse=True),
         "",
         "### Cost (Table 5 style; latency = median single-query ms)",
         "",
-        cost_table(runs).to_markdown(index=False),
+        cost_table(runs).to_markdown(index=False, disable_numparse=True),
     ]
     loc = localization_table(runs)
     if len(loc):
-        parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False)]
+        parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(parts) + "\n"
 
 

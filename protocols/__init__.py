@@ -5,7 +5,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "pitts_ial": ("protocols.ial_format:PITTS_IAL", "Pitts-IAL (AddressCLIP, ECCV 2024); needs --data-root"),
     "sf_ial_base": ("protocols.ial_format:SF_IAL_BASE", "SF-IAL-Base (AddressCLIP); needs --data-root"),
     "sf_ial_large": ("protocols.ial_format:SF_IAL_LARGE", "SF-IAL-Large (AddressCLIP); needs --data-root"),
+    "helsinki": ("protocols.city.protocol:HELSINKI",
+                 "central Helsinki from OpenStreetMap, rendered into street views (the embedded default)"),
+    "kotka": ("protocols.city.protocol:KOTKA", "Kotka from OpenStreetMap, rendered (a second city)"),
     "tiny": ("protocols.tiny:TINY", "a few hundred generated images on a synthetic street grid (tests, smoke runs)"),
 }
 
-DEFAULT_PROTOCOL = "tiny"
+DEFAULT_PROTOCOL = "helsinki"

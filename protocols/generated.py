@@ -41,6 +41,11 @@ class GeneratedProtocol(Protocol):
             return Path(data_root).expanduser()
         return cache_root() / "data" / f"{self.name}-v{self.version}-{self.options_hash(preset)[:12]}"
 
+    def missing_root_message(self, root: Path) -> str:
+        """Generated data is built, not downloaded: say how."""
+        return (f"{self.name}: no dataset at {root} yet; build it with `python -m benchmark data build "
+                f"--protocol {self.name}` (with the same --preset / --data-root), or just `run`")
+
     def build(self, root: Path, preset: str, progress: bool = True) -> None:
         """Generate into a temporary folder beside root, then move it into place."""
         root.parent.mkdir(parents=True, exist_ok=True)

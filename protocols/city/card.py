@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
-from scipy.spatial import ConvexHull, cKDTree  # noqa: E402
+from scipy.spatial import ConvexHull  # noqa: E402
 
 from benchmark.address import AddressBook  # noqa: E402
 from benchmark.dataset import SPLITS, Dataset, count_locations  # noqa: E402
@@ -65,12 +65,13 @@ def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) ->
     chosen = np.sort(rng.choice(len(queries), size=min(pairs, len(queries)), replace=False))
     db_utm, q_utm = dataset.utm("database"), dataset.utm("queries")
     fig, axes = plt.subplots(len(chosen), 2, figsize=(6.4, 2.4 * len(chosen)), dpi=100, squeeze=False)
+    db_heading = database.heading.to_numpy(np.float64)
     for row, qi in enumerate(chosen):
-        same = np.flatnonzero(database.heading.to_numpy() == queries.heading.iloc[qi])
-        pool = same if len(same) else np.arange(len(database))
-        _, j = cKDTree(db_utm[pool]).query(q_utm[qi])
-        di = int(pool[j])
-        dist = float(np.hypot(*(db_utm[di] - q_utm[qi])))
+        # the closest database view in place and direction (queries are jittered, so no exact match)
+        dist = np.hypot(*(db_utm - q_utm[qi]).T)
+        turn = np.abs((db_heading - queries.heading.iloc[qi] + 180.0) % 360.0 - 180.0)
+        di = int(np.argmin(dist + 0.5 * turn))
+        dist = float(dist[di])
         for col, (table, index, label) in enumerate(((database, di, f"database ({dist:.0f} m away)"),
                                                       (queries, qi, "query"))):
             ax = axes[row, col]
@@ -103,7 +104,7 @@ def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, sourc
         "",
         "## Splits (location-disjoint)",
         "",
-        split_table(dataset).to_markdown(index=False),
+        split_table(dataset).to_markdown(index=False, disable_numparse=True),
         "",
         "## Sub-street partition",
         "",

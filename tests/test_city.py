@@ -1,0 +1,65 @@
+"""The embedded cities: built from OpenStreetMap in the IAL format, checked, deterministic, captioned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.address import parse_address
+from benchmark.registry import PROTOCOLS
+from protocols.city.osm import load_city
+from protocols.city.protocol import STREET_MAP, split_locations
+
+
+@pytest.fixture(scope="module")
+def smoke(isolated_cache):
+    """The smoke-preset Helsinki, built once for this module."""
+    protocol = PROTOCOLS.get("helsinki")
+    return protocol, protocol.open(None, "smoke", progress=False)
+
+
+def test_smoke_build_passes_data_check(smoke):
+    protocol, dataset = smoke
+    _, checked, problems = protocol.check(None, "smoke")
+    assert problems == [] and checked.data_hash == dataset.data_hash
+    counts = dataset.counts()
+    assert 300 <= counts["images"] <= 1500 and counts["sub_streets"] >= 15 and counts["neighbourhoods"] >= 2
+    assert (dataset.root / "card" / "CARD.md").is_file() and (dataset.root / "card" / "contact_sheet.png").is_file()
+
+
+def test_rebuild_is_byte_identical(smoke, tmp_path):
+    protocol, dataset = smoke
+    protocol.build(tmp_path / "again", "smoke", progress=False)
+    again, problems = protocol.read(tmp_path / "again")
+    assert problems == [] and again.data_hash == dataset.data_hash
+
+
+def test_splits_location_disjoint_7_2_1_and_queries_answerable(smoke):
+    _, dataset = smoke
+    locations = {s: set(t.location) for s, t in dataset.splits.items()}
+    assert not locations["train"] & locations["database"] and not locations["queries"] & (
+        locations["train"] | locations["database"])
+    assert set(dataset.splits["queries"].address) <= set(dataset.address_book.addresses)
+    split = split_locations(1000, 0)
+    assert [int((split == s).sum()) for s in ("train", "database", "queries")] == [700, 200, 100]
+
+
+def test_captions_never_name_the_address(smoke):
+    _, dataset = smoke
+    city = load_city("helsinki")
+    names = {s.name for s in city.streets} | {p.name for p in city.places}
+    for table in dataset.splits.values():
+        for caption in table.caption:
+            assert caption.startswith("A street view looking ")
+            assert not any(name in caption for name in names), caption
+
+
+def test_street_map_geojson_holds_every_address(smoke):
+    _, dataset = smoke
+    features = json.loads((dataset.root / STREET_MAP).read_text())["features"]
+    mapped = {f["properties"]["address"] for f in features}
+    assert set(dataset.address_book.addresses) <= mapped
+    for address in mapped:
+        assert parse_address(address).text == address
+
