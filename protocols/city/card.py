@@ -53,6 +53,7 @@ def plot_partition(geojson: Path, out: Path, title: str) -> None:
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
     ax.grid(alpha=0.3)
+    ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     fig.savefig(out, metadata=PNG_META)
     plt.close(fig)
@@ -78,7 +79,10 @@ def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) ->
             ax.imshow(Image.open(dataset.images_root / table.image.iloc[index]).convert("RGB"))
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(label if col else f"{label}\n{queries.address.iloc[qi][:60]}", fontsize=7, loc="left")
+            if col:
+                ax.set_title(label, fontsize=7, loc="right")
+            else:
+                ax.set_title(f"{label}\n{queries.address.iloc[qi][:70]}", fontsize=7, loc="left")
     fig.tight_layout()
     fig.savefig(out, metadata=PNG_META)
     plt.close(fig)
