@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    run.add_argument("--weights", type=Path, default=None,
+                     help="evaluate this local checkpoint (official or ialbench layout) with the one method named")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--latency-queries", type=int, default=100,
                      help="queries timed one by one for single-stream latency (after 5 warm-up queries)")
@@ -100,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = RunSpec(protocol=args.protocol or _default_protocol(), methods=parse_methods(args.methods),
                    preset=args.preset, data_root=args.data_root, device=args.device, seed=args.seed,
                    out=args.out, batch_size=args.batch_size, latency_queries=args.latency_queries,
+                   weights=args.weights,
                    progress=not args.quiet)
     for folder in run(spec):
         print(folder)

@@ -45,6 +45,12 @@ class Dataset:
         """The candidate set: sub-street addresses seen in train ∪ database."""
         return AddressBook(pd.concat([self.splits["train"].address, self.splits["database"].address]))
 
+    @property
+    def street_map(self) -> Path | None:
+        """The sub-street geometry (GeoJSON) shipped with the dataset, if any."""
+        path = self.root / "streets.geojson"
+        return path if path.is_file() else None
+
     def utm(self, split: str) -> np.ndarray:
         """[N, 2] float64 UTM (east, north) of a split."""
         t = self.splits[split]

@@ -44,6 +44,7 @@ class RunSpec:
     latency_queries: int = 100
     warmup: int = 5
     n_boot: int = 1000
+    weights: Path | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,9 +102,15 @@ def run(spec: RunSpec) -> list[Path]:
     protocol: Protocol = PROTOCOLS.get(spec.protocol)
     device = resolve_device(spec.device)
     # Every name and option is checked before any data is read or any file written.
+    if spec.weights is not None and len(spec.methods) != 1:
+        raise BenchmarkError("--weights applies to one method; name exactly one with --methods")
     planned = []
     for name, overrides in spec.methods:
         cls: type[Method] = METHODS.get(name)
+        if spec.weights is not None:
+            if "weights" not in {f.name for f in dataclasses.fields(cls.Options)}:
+                raise BenchmarkError(f"method {name!r} loads no weights; drop --weights")
+            overrides = {**overrides, "weights": str(spec.weights)}
         planned.append((cls, make_options(cls, spec.preset, overrides)))
     dataset = protocol.open(spec.data_root, spec.preset, spec.progress)
     if dataset.dropped_queries:

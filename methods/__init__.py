@@ -8,4 +8,6 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "prior": ("methods.reference:Prior", "addresses ranked by training frequency, the same for every query"),
     "tiny-images": ("methods.tiny_images:TinyImages",
                     "training-free retrieval on 16x16 grey thumbnails (faiss) -> gazetteer"),
+    # --- image address localization (AddressCLIP and the CLIP baselines) ---
+    # --- place recognition + reverse geocoding ---
 }

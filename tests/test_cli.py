@@ -117,3 +117,11 @@ def test_report_without_results_is_bad_input(tmp_path):
     assert run_cli("report", "--results", str(tmp_path / "none")) == 2
     (tmp_path / "empty").mkdir()
     assert run_cli("report", "--results", str(tmp_path / "empty")) == 2
+
+
+def test_weights_flag_needs_one_method_that_loads_weights(capsys, tmp_path):
+    assert run_cli("run", "--protocol", "tiny", "--methods", "prior,oracle-gps", "--weights", "w.pt",
+                   "--out", str(tmp_path)) == 2
+    assert "one method" in capsys.readouterr().err
+    assert run_cli("run", "--protocol", "tiny", "--methods", "prior", "--weights", "w.pt", "--out", str(tmp_path)) == 2
+    assert "loads no weights" in capsys.readouterr().err
