@@ -23,7 +23,8 @@ EXAMPLES = {
         "examples:\n"
         "  python -m benchmark data build --protocol helsinki\n"
         "  python -m benchmark data card --protocol helsinki --out reports/helsinki\n"
-        "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL"
+        "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL\n"
+        "  python -m benchmark data build --protocol helsinki:spacing_m=5,headings=4"
     ),
     "report": "example:\n  python -m benchmark report --results results/ --out reports/",
 }
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("ls", "list methods and protocols")
 
     run = add("run", "run methods on a protocol and write results")
-    run.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
+    run.add_argument("--protocol", default=None,
+                     help="protocol name, generated ones optionally name:key=value,... (default: the embedded default)")
     run.add_argument("--methods", default="all",
                      help="comma-separated method names, each optionally name:key=value,key=value (default: all)")
     run.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
@@ -111,9 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     """Build (generated protocols) or check a dataset; check prints counts and every problem."""
-    from benchmark.registry import PROTOCOLS
+    from benchmark.protocol import resolve_protocol
 
-    protocol = PROTOCOLS.get(args.protocol or _default_protocol())
+    protocol = resolve_protocol(args.protocol or _default_protocol())
     if args.action == "card":
         if not hasattr(protocol, "write_card"):
             raise BenchmarkError(f"protocol {protocol.name!r} has no dataset card (only generated cities do)")

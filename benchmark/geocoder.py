@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from benchmark.address import normalize
 from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
 
 
 class Gazetteer:
@@ -89,3 +92,89 @@ def labelled_points(dataset: Dataset) -> tuple[np.ndarray, list[str]]:
 def gazetteer_for(dataset: Dataset) -> Gazetteer:
     """The gazetteer of a dataset's labelled points."""
     return Gazetteer(*labelled_points(dataset))
+
+
+class StreetMap:
+    """Nearest sub-street geometry: an address is ranked by the distance to the nearest of its segments.
+
+    Built from the street map a protocol ships (GeoJSON, one feature per sub-street with properties
+    `address` and `utm_coordinates`, a list of polylines in metres). Ties in distance are broken by the
+    address text, as in the gazetteer.
+    """
+
+    def __init__(self, polylines: Sequence[tuple[str, np.ndarray]]):
+        if not polylines:
+            raise ValueError("street map needs at least one sub-street polyline")
+        self.names: list[str] = sorted({normalize(a) for a, _ in polylines})
+        lookup = {a: i for i, a in enumerate(self.names)}
+        starts, ends, owners = [], [], []
+        for address, line in polylines:
+            line = np.asarray(line, np.float64).reshape(-1, 2)
+            if len(line) == 0:
+                continue
+            if len(line) == 1:
+                line = np.vstack([line, line])  # a single vertex is a zero-length segment
+            starts.append(line[:-1])
+            ends.append(line[1:])
+            owners.append(np.full(len(line) - 1, lookup[normalize(address)], np.int64))
+        owner = np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")  # segments grouped by address for reduceat
+        self.segment_start: np.ndarray = np.ascontiguousarray(np.concatenate(starts)[order])
+        self.segment_end: np.ndarray = np.ascontiguousarray(np.concatenate(ends)[order])
+        self.segment_address: np.ndarray = owner[order]
+        self._first = np.flatnonzero(np.r_[True, np.diff(self.segment_address) != 0])
+        self._present = self.segment_address[self._first]
+
+    @classmethod
+    def from_geojson(cls, path: Path | str) -> StreetMap:
+        """Read the street map a city protocol writes (properties.address + properties.utm_coordinates)."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        polylines = []
+        for feature in data.get("features", []):
+            props = feature.get("properties", {})
+            if "address" not in props or "utm_coordinates" not in props:
+                raise ValueError(f"{path}: feature {feature.get('id')} lacks properties.address/utm_coordinates")
+            polylines += [(props["address"], np.asarray(part, np.float64)) for part in props["utm_coordinates"]]
+        return cls(polylines)
+
+    def __len__(self) -> int:
+        return len(self.segment_address)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the segment end points, their address ids and the address strings."""
+        strings = sum(len(a.encode()) for a in self.names)
+        return int(self.segment_start.nbytes + self.segment_end.nbytes + self.segment_address.nbytes + strings)
+
+    def distances(self, utm: np.ndarray) -> np.ndarray:
+        """[Q, A] distance in metres from each coordinate to each address's nearest segment (A = len(names))."""
+        utm = np.atleast_2d(np.asarray(utm, np.float64))
+        a, b = self.segment_start, self.segment_end
+        d = b - a
+        length2 = (d ** 2).sum(axis=1)
+        safe = np.where(length2 > 0, length2, 1.0)
+        out = np.full((len(utm), len(self.names)), np.inf)
+        chunk = max(1, 2_000_000 // max(1, len(a)))
+        for lo in range(0, len(utm), chunk):
+            p = utm[lo:lo + chunk, None, :]  # [q, 1, 2]
+            t = np.clip(((p - a) * d).sum(axis=2) / safe, 0.0, 1.0)
+            dist = np.linalg.norm(p - (a + t[..., None] * d), axis=2)  # [q, S]
+            out[lo:lo + chunk, self._present] = np.minimum.reduceat(dist, self._first, axis=1)
+        return out
+
+    def lookup(self, utm: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """For each coordinate, up to k distinct addresses with their distance in metres, nearest first."""
+        dist = self.distances(utm)
+        k = min(k, int(np.isfinite(dist[0]).sum()) if len(dist) else 0)
+        # Names are sorted, so a stable sort on distance breaks ties by address text.
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        return [[(self.names[j], float(row[j])) for j in idx] for row, idx in zip(dist, order)]
+
+
+def street_map_for(dataset: Dataset) -> StreetMap:
+    """The street-map geocoder of a dataset; one clear error if the protocol ships no street map."""
+    path = dataset.street_map
+    if path is None:
+        raise BenchmarkError(f"{dataset.name}: no street map (streets.geojson) in {dataset.root}; "
+                             "use geocoder=gazetteer")
+    return StreetMap.from_geojson(path)

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_type_hints
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
 from benchmark.dataset import Dataset
-from benchmark.errors import BenchmarkError
 from benchmark.measure import StageClock
+from benchmark.options import apply_overrides
 
 Family = Literal["ial", "retrieval", "classification", "reference"]
 
@@ -109,36 +108,9 @@ class Method(ABC):
         return {"source": "none"}
 
 
-def _coerce(value: str, kind: Any, key: str, method: str) -> Any:
-    try:
-        if kind is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind in (int, float, str):
-            return kind(value)
-    except ValueError:
-        pass
-    else:
-        return value
-    raise BenchmarkError(f"{method}: option {key}={value!r} is not a valid {getattr(kind, '__name__', kind)}")
-
-
 def make_options(cls: type[Method], preset: str, overrides: dict[str, str]) -> Any:
     """Build a method's options: dataclass defaults, then the preset, then `key=value` overrides."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
-    hints = get_type_hints(cls.Options)
-    values: dict[str, Any] = dict(cls.PRESETS.get(preset, {}))
-    for key, raw in overrides.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(fields) or "none"
-            raise BenchmarkError(f"{cls.name}: unknown option {key!r}{hint} (options: {known})")
-        values[key] = _coerce(raw, hints[key], key, cls.name)
-    return cls.Options(**values)
+    return apply_overrides(cls.Options(**cls.PRESETS.get(preset, {})), overrides, cls.name)
 
 
 def config_hash(method: str, options: Any) -> str:

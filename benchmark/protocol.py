@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from benchmark.dataset import Dataset, Problem
 from benchmark.errors import BenchmarkError
+from benchmark.options import parse_spec
 
 PRESETS = ("smoke", "default", "paper")
 
@@ -32,6 +34,16 @@ class Protocol(ABC):
     @abstractmethod
     def read(self, root: Path, progress: bool = False) -> tuple[Dataset | None, list[Problem]]:
         """Read and validate the dataset; return it (None if unreadable) and every problem found."""
+
+    def with_options(self, overrides: dict[str, str]) -> Protocol:
+        """This protocol with `key=value` overrides (only generated protocols take any)."""
+        if overrides:
+            raise BenchmarkError(f"protocol {self.name!r} reads a released dataset and takes no options")
+        return self
+
+    def record(self, preset: str) -> dict[str, Any]:
+        """What results store about the protocol besides name, version and data hash."""
+        return {}
 
     def build(self, root: Path, preset: str, progress: bool = True) -> None:
         """Write the dataset under root (generated protocols only)."""
@@ -67,3 +79,11 @@ class Protocol(ABC):
     def missing_root_message(self, root: Path) -> str:
         """One line naming the missing folder and how to point at the dataset."""
         return f"dataset folder {root} does not exist; pass --data-root DIR pointing at the {self.name} dataset"
+
+
+def resolve_protocol(text: str) -> Protocol:
+    """'name' or 'name:key=value,...' to a protocol (with its options applied)."""
+    from benchmark.registry import PROTOCOLS
+
+    name, overrides = parse_spec(text)
+    return PROTOCOLS.get(name).with_options(overrides)

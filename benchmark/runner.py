@@ -21,8 +21,8 @@ from benchmark.images import iterate_images, load_rgb
 from benchmark.measure import PeakMemory, StageClock, latency_summary
 from benchmark.method import Method, Prediction, QueryBatch, RunContext, config_hash, make_options
 from benchmark.metrics import positives_within, summarize
-from benchmark.protocol import PRESETS, Protocol, cache_root
-from benchmark.registry import METHODS, PROTOCOLS
+from benchmark.protocol import PRESETS, Protocol, cache_root, resolve_protocol
+from benchmark.registry import METHODS
 from benchmark.results import SCHEMA_VERSION, environment, git_revision, make_run_id, now_utc, write_run
 
 log = logging.getLogger("benchmark")
@@ -99,7 +99,7 @@ def run(spec: RunSpec) -> list[Path]:
     """Run every requested method on one protocol; returns the result folders written."""
     if spec.preset not in PRESETS:
         raise BenchmarkError(f"--preset {spec.preset!r}: choose one of {', '.join(PRESETS)}")
-    protocol: Protocol = PROTOCOLS.get(spec.protocol)
+    protocol = resolve_protocol(spec.protocol)
     device = resolve_device(spec.device)
     # Every name and option is checked before any data is read or any file written.
     if spec.weights is not None and len(spec.methods) != 1:
@@ -199,7 +199,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         "protocol": {"name": protocol.name, "version": protocol.version, "data_hash": dataset.data_hash,
                      "n_queries": n, "n_queries_dropped": len(dataset.dropped_queries),
                      "n_candidates": len(dataset.address_book), "preset": spec.preset,
-                     "root": str(dataset.root)},
+                     "root": str(dataset.root), **protocol.record(spec.preset)},
         "method": {"name": cls.name, "family": cls.family, "options": dataclasses.asdict(options),
                    "config_hash": chash, "weights": method.weights()},
         "metrics": metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.dataset import Dataset, Problem
+from benchmark.options import apply_overrides
 from benchmark.protocol import Protocol, cache_root
 from protocols.ial_format import read_ial
 
@@ -21,10 +23,26 @@ class GeneratedProtocol(Protocol):
 
     generated = True
     prefix: str
+    overrides: dict[str, str] = {}
 
     @abstractmethod
+    def preset_options(self, preset: str) -> Any:
+        """The generator options (a dataclass) of a preset."""
+
     def options(self, preset: str) -> Any:
-        """The generator options (a dataclass) for a preset."""
+        """The preset's options with this protocol's `key=value` overrides applied."""
+        return apply_overrides(self.preset_options(preset), self.overrides, self.name)
+
+    def with_options(self, overrides: dict[str, str]) -> GeneratedProtocol:
+        """A copy generating with overridden options (its data goes to its own cache folder)."""
+        clone = copy.copy(self)
+        clone.overrides = {**self.overrides, **overrides}
+        clone.options("default")  # unknown keys and bad values fail here, before any work
+        return clone
+
+    def record(self, preset: str) -> dict[str, Any]:
+        """The generator options, stored in results."""
+        return {"options": dataclasses.asdict(self.options(preset))}
 
     @abstractmethod
     def generate(self, folder: Path, options: Any, progress: bool) -> None:

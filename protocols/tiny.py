@@ -123,7 +123,7 @@ class TinyProtocol(GeneratedProtocol):
     summary = "a few hundred generated views on a synthetic street grid"
     prefix = "tiny"
 
-    def options(self, preset: str) -> TinyOptions:
+    def preset_options(self, preset: str) -> TinyOptions:
         """The same small grid for every preset."""
         return TinyOptions()
 

@@ -161,7 +161,7 @@ class CityProtocol(GeneratedProtocol):
     def __init__(self, name: str, city: str, summary: str):
         self.name, self.city, self.summary, self.prefix = name, city, summary, name
 
-    def options(self, preset: str) -> CityOptions:
+    def preset_options(self, preset: str) -> CityOptions:
         """default: the whole extract; smoke: a few hundred images; paper: larger images."""
         if preset == "smoke":
             return CityOptions(self.city, spacing_m=20.0, headings=3, crop_m=640.0, width=128, height=96)
