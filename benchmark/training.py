@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from benchmark.errors import BenchmarkError
-from benchmark.images import load_rgb
+from benchmark.images import ImageFiles
 
 
-class IndexedImages(TorchDataset):
+class IndexedImages(ImageFiles):
     """Images of a split through a transform, yielded with their row index into the split's table."""
 
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_rgb(self.paths[i])), i
+        return super().__getitem__(i), i
 
 
 def seeded_loader(dataset: TorchDataset, batch_size: int, seed: int, shuffle: bool = True,
