@@ -125,3 +125,15 @@ def test_weights_flag_needs_one_method_that_loads_weights(capsys, tmp_path):
     assert "one method" in capsys.readouterr().err
     assert run_cli("run", "--protocol", "tiny", "--methods", "prior", "--weights", "w.pt", "--out", str(tmp_path)) == 2
     assert "loads no weights" in capsys.readouterr().err
+
+
+def test_same_seed_same_predictions(tmp_path):
+    for out in ("a", "b"):
+        assert run_cli("run", "--protocol", "tiny", "--methods", "tiny-images,oracle-gps", "--seed", "3",
+                       "--out", str(tmp_path / out), "--latency-queries", "2") == 0
+    for method in ("tiny-images", "oracle-gps"):
+        (a,) = (tmp_path / "a" / "tiny" / method).iterdir()
+        (b,) = (tmp_path / "b" / "tiny" / method).iterdir()
+        assert (a / PREDICTIONS_FILE).read_bytes() == (b / PREDICTIONS_FILE).read_bytes()
+        ra, rb = (json.loads((d / RESULT_FILE).read_text()) for d in (a, b))
+        assert ra["metrics"] == rb["metrics"] and ra["ci95"] == rb["ci95"]
