@@ -8,9 +8,39 @@ from typing import Any
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.results import latest_runs, load_results
+from benchmark.results import load_results
 
 MB = 1024 * 1024
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """A row label: the method name plus the options given on the command line, e.g. `gem (geocoder=streetmap)`."""
+    name = run["method"]["name"]
+    given = run["method"].get("overrides") or {}
+    changed = [f"{k}={v}" for k, v in sorted(given.items()) if k != "weights"]
+    if given.get("weights"):
+        changed.append(f"weights={Path(given['weights']).name}")
+    return f"{name} ({', '.join(changed)})" if changed else name
+
+
+def current_runs(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Per (protocol, preset): the newest run of each method variant on the newest data version.
+
+    Runs on an older data hash of the same protocol and preset are stale (the data changed) and left out.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["protocol"]["name"], r["protocol"].get("preset", "default")), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        data_hash = max(runs, key=lambda r: r["created"])["protocol"]["data_hash"]
+        latest: dict[str, dict[str, Any]] = {}
+        for r in sorted((r for r in runs if r["protocol"]["data_hash"] == data_hash), key=lambda r: r["created"]):
+            r["_label"] = run_label(r)
+            latest.pop(r["_label"], None)
+            latest[r["_label"]] = r
+        out[key] = list(latest.values())
+    return out
 
 
 def _with_ci(run: dict[str, Any], key: str) -> str:
@@ -27,7 +57,7 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 def accuracy_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Table 2: SSA-1, SSA-5, SA-1, SA-5 per method (percent, with 95 % bootstrap intervals)."""
-    rows = [{"Method": r["method"]["name"], "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
+    rows = [{"Method": r.get("_label") or run_label(r), "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
              "SA-1": _with_ci(r, "sa@1"), "SA-5": _with_ci(r, "sa@5")} for r in runs]
     return pd.DataFrame(rows, columns=["Method", "SSA-1", "SSA-5", "SA-1", "SA-5"])
 
@@ -40,7 +70,7 @@ def cost_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         lat = cost["latency_ms"]
         memory = cost["peak_rss_bytes"] if cost.get("peak_cuda_bytes") is None else cost["peak_cuda_bytes"]
         rows.append({
-            "Method": r["method"]["name"],
+            "Method": r.get("_label") or run_label(r),
             "Storage (MB)": _num(cost["storage_bytes"]["total"] / MB, 3),
             "Inference (ms)": _num(lat["encode"]["median"], 3),
             "Retrieval (ms)": _num(lat["search"]["median"] + lat["geocode"]["median"], 3),
@@ -57,17 +87,17 @@ def localization_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         m = r["metrics"]
         if m.get("median_error_m") is None and m.get("recall@1") is None:
             continue
-        rows.append({"Method": r["method"]["name"], "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
+        rows.append({"Method": r.get("_label") or run_label(r), "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
                      "R@10": _with_ci(r, "recall@10"), "Median error (m)": _num(m.get("median_error_m"), 1),
                      "≤25 m": _num(m.get("within_25m"), 1), "≤100 m": _num(m.get("within_100m"), 1)})
     return pd.DataFrame(rows)
 
 
 def render_protocol(protocol: str, runs: list[dict[str, Any]]) -> str:
-    """The Markdown report of one protocol."""
+    """The Markdown report of one protocol and preset."""
     first = runs[0]["protocol"]
     parts = [
-        f"## {protocol} (v{first['version']}, {first['n_queries']} queries, "
+        f"## {protocol} (v{first['version']}, preset {first.get('preset', 'default')}, {first['n_queries']} queries, "
         f"{first['n_candidates']} candidate sub-streets, data {first['data_hash'][:12]})",
         "",
         "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
@@ -85,22 +115,19 @@ def render_protocol(protocol: str, runs: list[dict[str, Any]]) -> str:
 
 
 def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) -> tuple[str, list[Path]]:
-    """Render every protocol's tables from the newest run of each method; write one .md per protocol."""
-    runs = latest_runs(load_results(results_dir))
+    """Render each protocol's (and preset's) tables from its newest runs; write one .md each and return the text."""
+    groups = current_runs(load_results(results_dir))
     if protocol is not None:
-        runs = [r for r in runs if r["protocol"]["name"] == protocol]
-    if not runs:
+        groups = {k: v for k, v in groups.items() if k[0] == protocol}
+    if not groups:
         raise BenchmarkError(f"no result.json under {results_dir}"
                              + (f" for protocol {protocol}" if protocol else "")
                              + "; run `python -m benchmark run` first or pass --results DIR")
-    by_protocol: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        by_protocol.setdefault(r["protocol"]["name"], []).append(r)
     out_dir.mkdir(parents=True, exist_ok=True)
     texts, written = [], []
-    for name, group in by_protocol.items():
-        text = render_protocol(name, group)
-        path = out_dir / f"{name}.md"
+    for (name, preset), runs in groups.items():
+        text = render_protocol(name, runs)
+        path = out_dir / (f"{name}.md" if preset == "default" else f"{name}-{preset}.md")
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

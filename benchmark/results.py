@@ -110,13 +110,3 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
         data["_path"] = str(path)
         out.append(data)
     return out
-
-
-def latest_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The newest run of each (protocol, method), in first-seen order."""
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in results:
-        key = (r["protocol"]["name"], r["method"]["name"])
-        if key not in latest or r["created"] > latest[key]["created"]:
-            latest[key] = r
-    return list(latest.values())

@@ -105,17 +105,19 @@ def run(spec: RunSpec) -> list[Path]:
     if spec.weights is not None and len(spec.methods) != 1:
         raise BenchmarkError("--weights applies to one method; name exactly one with --methods")
     planned = []
-    for name, overrides in spec.methods:
+    for name, given in spec.methods:
+        overrides = dict(given)
         cls: type[Method] = METHODS.get(name)
         if spec.weights is not None:
             if "weights" not in {f.name for f in dataclasses.fields(cls.Options)}:
                 raise BenchmarkError(f"method {name!r} loads no weights; drop --weights")
             overrides = {**overrides, "weights": str(spec.weights)}
-        planned.append((cls, make_options(cls, spec.preset, overrides)))
+        planned.append((cls, make_options(cls, spec.preset, overrides), overrides))
     dataset = protocol.open(spec.data_root, spec.preset, spec.progress)
     if dataset.dropped_queries:
         log.warning("%d queries dropped: their address is not in the candidate set", len(dataset.dropped_queries))
-    return [run_method(protocol, dataset, cls, options, spec, device) for cls, options in planned]
+    return [run_method(protocol, dataset, cls, options, spec, device, overrides)
+            for cls, options, overrides in planned]
 
 
 def _query_batches(method: Method, dataset: Dataset, batch_size: int):
@@ -135,7 +137,7 @@ def _check_prediction(method: str, p: Prediction, k: int) -> None:
 
 
 def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options: Any, spec: RunSpec,
-               device: torch.device) -> Path:
+               device: torch.device, overrides: dict[str, str] | None = None) -> Path:
     """Prepare one method, predict every query (batched, then single-stream for latency), score and save."""
     seed_everything(spec.seed)
     chash = config_hash(cls.name, options)
@@ -201,6 +203,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
                      "n_candidates": len(dataset.address_book), "preset": spec.preset,
                      "root": str(dataset.root), **protocol.record(spec.preset)},
         "method": {"name": cls.name, "family": cls.family, "options": dataclasses.asdict(options),
+                   "overrides": dict(overrides or {}),
                    "config_hash": chash, "weights": method.weights()},
         "metrics": metrics,
         "ci95": ci,

@@ -10,4 +10,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
                     "training-free retrieval on 16x16 grey thumbnails (faiss) -> gazetteer"),
     # --- image address localization (AddressCLIP and the CLIP baselines) ---
     # --- place recognition + reverse geocoding ---
+    "netvlad": ("methods.vpr.adapters:NetVLADMethod", "NetVLAD (triplet, faiss hard negatives) -> geocoder"),
+    "sare": ("methods.vpr.adapters:SAREMethod", "NetVLAD trained with SARE (joint|ind) -> geocoder"),
+    "gem": ("methods.vpr.adapters:GeMMethod", "ResNet conv4 + GeM (triplet, faiss hard negatives) -> geocoder"),
+    "cosplace": ("methods.vpr.adapters:CosPlaceMethod", "CosPlace (CosFace over UTM/heading groups) -> geocoder"),
+    "mixvpr": ("methods.vpr.adapters:MixVPRMethod", "MixVPR (MultiSimilarity + miner) -> geocoder"),
+    "salad": ("methods.vpr.adapters:SALADMethod", "DINOv2-layout ViT + SALAD (MultiSimilarity) -> geocoder"),
 }

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from benchmark.dataset import Dataset
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import Gazetteer, gazetteer_for
+from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, street_map_for
 from benchmark.images import iterate_images
 from benchmark.measure import StageClock
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
@@ -25,6 +25,56 @@ class RetrievalOptions:
     """Options every retrieval method shares."""
 
     search_depth: int = 50  # database images retrieved per query; ≥ 10 for Recall@10
+    index: str = "flat"  # flat (exact inner product) | ivfpq (approximate, compressed)
+    ivf_lists: int = 0  # IVF-PQ coarse cells; 0 = about sqrt(database size)
+    pq_bytes: int = 0  # IVF-PQ bytes per vector (sub-quantizers); 0 = the largest divisor of D up to 32
+    nprobe: int = 16  # IVF-PQ cells visited per query
+    geocoder: str = "gazetteer"  # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry)
+
+
+# Options that change only the index, search or geocoding, never a trained encoder (cache keys skip them).
+PIPELINE_OPTIONS = ("search_depth", "index", "ivf_lists", "pq_bytes", "nprobe", "geocoder")
+
+
+def build_index(database: np.ndarray, options: RetrievalOptions) -> faiss.Index:
+    """A CPU faiss index over L2-normalised rows: exact inner product, or IVF-PQ with inner-product metric."""
+    n, dim = database.shape
+    if options.index == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif options.index == "ivfpq":
+        lists = options.ivf_lists or max(1, int(round(np.sqrt(n))))
+        lists = min(lists, n)
+        m = options.pq_bytes or max(d for d in range(1, min(dim, 32) + 1) if dim % d == 0)
+        if dim % m:
+            raise BenchmarkError(f"pq_bytes={m} must divide the descriptor size {dim}")
+        # faiss k-means wants ≥ 39 training points per centroid: 2^nbits PQ centroids per sub-quantizer.
+        nbits = int(min(8, max(1, np.floor(np.log2(max(2.0, n / 39))))))
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.train(database)
+        index.nprobe = min(options.nprobe, lists)
+    else:
+        raise BenchmarkError(f"index={options.index!r}: use flat or ivfpq")
+    index.add(database)
+    return index
+
+
+def search_index(index: faiss.Index, device: torch.device) -> faiss.Index:
+    """The index to search with: moved to the GPU when faiss-gpu is installed and the run is on CUDA."""
+    if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        resources = faiss.StandardGpuResources()
+        gpu = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
+        gpu.referenced_resources = resources  # keep the resources alive as long as the index
+        return gpu
+    return index
+
+
+def make_geocoder(dataset: Dataset, name: str) -> Gazetteer | StreetMap:
+    """The reverse geocoder named by the `geocoder` option."""
+    if name == "gazetteer":
+        return gazetteer_for(dataset)
+    if name == "streetmap":
+        return street_map_for(dataset)
+    raise BenchmarkError(f"geocoder={name!r}: use gazetteer or streetmap")
 
 
 def module_bytes(module: nn.Module) -> int:
@@ -55,6 +105,7 @@ class RetrievalMethod(Method):
         """Build the encoder, index the database and build the gazetteer."""
         if self.options.search_depth < 10:
             raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
+        self.gazetteer: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
         paths = dataset.paths("database")
         chunks = []
@@ -66,22 +117,25 @@ class RetrievalMethod(Method):
                 bar.update(len(images))
             bar.close()
         database = np.ascontiguousarray(np.concatenate(chunks))
-        self.index = faiss.IndexFlatIP(database.shape[1])
-        self.index.add(database)
+        self.index = build_index(database, self.options)
+        self.searcher = search_index(self.index, self.ctx.device)
         self.database_utm = dataset.utm("database")
         self.depth = min(self.options.search_depth, self.index.ntotal)
-        self.gazetteer: Gazetteer = gazetteer_for(dataset)
 
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
         """Encode, search, geocode: each stage on the clock."""
         with clock.stage("encode"):
             descriptors = np.ascontiguousarray(self.encode(batch.images))
         with clock.stage("search"):
-            similarity, ids = self.index.search(descriptors, self.depth)
+            similarity, ids = self.searcher.search(descriptors, self.depth)
         with clock.stage("geocode"):
             return [self._addresses(s, i, k) for s, i in zip(similarity, ids)]
 
     def _addresses(self, similarity: np.ndarray, ids: np.ndarray, k: int) -> Prediction:
+        found = ids >= 0  # an approximate index may return fewer than `depth` hits (id -1)
+        similarity, ids = similarity[found], ids[found]
+        if len(ids) == 0:
+            raise RuntimeError(f"{self.name}: the index returned no neighbour; raise nprobe")
         coords = self.database_utm[ids]
         nearest = self.gazetteer.lookup(coords, 1)
         topk: list[str] = []
@@ -101,7 +155,7 @@ class RetrievalMethod(Method):
         return Prediction(topk, scores, (float(top[0]), float(top[1])), ids.tolist())
 
     def footprint(self) -> Footprint:
-        """Encoder weights; the index plus database coordinates; the gazetteer."""
+        """Encoder weights; the index plus database coordinates; the gazetteer or street map."""
         index_bytes = int(faiss.serialize_index(self.index).nbytes)
         return Footprint(model=module_bytes(self.encoder), database=index_bytes + self.database_utm.nbytes,
                          map=self.gazetteer.nbytes)

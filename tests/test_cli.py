@@ -64,7 +64,7 @@ def test_run_all_on_tiny_then_report(tmp_path, capsys):
     assert run_cli("report", "--results", str(out), "--out", str(tmp_path / "reports")) == 0
     printed = capsys.readouterr().out
     assert "| Method" in printed and "SSA-1" in printed and "Storage (MB)" in printed and "tiny-images" in printed
-    assert (tmp_path / "reports" / "tiny.md").read_text() in printed + "\n"
+    assert (tmp_path / "reports" / "tiny-smoke.md").read_text() in printed + "\n"
 
 
 def test_nonexistent_data_root_exits_2_with_one_line_and_writes_nothing(tmp_path):

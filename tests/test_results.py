@@ -7,11 +7,14 @@ import json
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.results import latest_runs, load_results, write_run
+from benchmark.report import current_runs
+from benchmark.results import load_results, write_run
 
 
-def _result(method: str = "prior", created: str = "2026-01-01T00:00:00+00:00") -> dict:
-    return {"schema_version": "1.0", "protocol": {"name": "tiny"}, "method": {"name": method}, "created": created}
+def _result(method: str = "prior", created: str = "2026-01-01T00:00:00+00:00", data: str = "h1",
+            preset: str = "default", overrides: dict | None = None) -> dict:
+    return {"schema_version": "1.0", "protocol": {"name": "tiny", "data_hash": data, "preset": preset},
+            "method": {"name": method, "overrides": overrides or {}}, "created": created}
 
 
 def test_write_then_refuse_to_overwrite(tmp_path):
@@ -29,13 +32,17 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list((tmp_path / "tiny" / "prior").iterdir()) == []
 
 
-def test_latest_run_per_method(tmp_path):
+def test_report_keeps_the_newest_run_per_variant_on_the_newest_data(tmp_path):
     write_run(tmp_path, _result(created="2026-01-01T00:00:00+00:00"), [], "old")
     write_run(tmp_path, _result(created="2026-02-01T00:00:00+00:00"), [], "new")
-    write_run(tmp_path, _result("oracle-gps"), [], "x")
-    latest = latest_runs(load_results(tmp_path))
-    assert sorted((r["method"]["name"], r["_path"].split("/")[-2]) for r in latest) == [
-        ("oracle-gps", "x"), ("prior", "new")]
+    write_run(tmp_path, _result(created="2026-02-02T00:00:00+00:00", overrides={"size": "8"}), [], "variant")
+    write_run(tmp_path, _result("oracle-gps", created="2026-02-03T00:00:00+00:00"), [], "x")
+    write_run(tmp_path, _result("oracle-gps", created="2025-01-01T00:00:00+00:00", data="h0"), [], "stale")
+    write_run(tmp_path, _result("prior", preset="smoke"), [], "smoke")
+    groups = current_runs(load_results(tmp_path))
+    assert set(groups) == {("tiny", "default"), ("tiny", "smoke")}
+    rows = sorted((r["_label"], r["_path"].split("/")[-2]) for r in groups[("tiny", "default")])
+    assert rows == [("oracle-gps", "x"), ("prior", "new"), ("prior (size=8)", "variant")]
 
 
 def test_malformed_or_foreign_result_files(tmp_path):
