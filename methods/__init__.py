@@ -9,6 +9,12 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "tiny-images": ("methods.tiny_images:TinyImages",
                     "training-free retrieval on 16x16 grey thumbnails (faiss) -> gazetteer"),
     # --- image address localization (AddressCLIP and the CLIP baselines) ---
+    "addressclip": ("methods.addressclip.adapters:AddressCLIP",
+                    "AddressCLIP (ECCV 2024): CLIP fine-tuned on address + caption + geography losses"),
+    "clip-address": ("methods.addressclip.adapters:CLIPAddress", "CLIP fine-tuned on the address loss alone"),
+    "clip-zeroshot": ("methods.addressclip.adapters:CLIPZeroShot",
+                      "CLIP zero-shot over the candidate addresses (chance level without --weights)"),
+    "coop": ("methods.addressclip.adapters:CoOp", "CoOp: learned prompt context, frozen CLIP towers"),
     # --- place recognition + reverse geocoding ---
     "netvlad": ("methods.vpr.adapters:NetVLADMethod", "NetVLAD (triplet, faiss hard negatives) -> geocoder"),
     "sare": ("methods.vpr.adapters:SAREMethod", "NetVLAD trained with SARE (joint|ind) -> geocoder"),

@@ -1,0 +1,69 @@
+"""CoOp (Zhou et al. 2022): M learnable context vectors before each address, both CLIP towers frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+from methods.addressclip.text import Tokenizer, encode_embedded, trim
+from methods.addressclip.train import TrainStep
+
+
+class PromptContext(nn.Module):
+    """Prompts '[SOS] v_1 … v_M <address>. [EOS]' with v shared by every address (CoOp's unified context)."""
+
+    def __init__(self, width: int, n_ctx: int, seed: int):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.n_ctx = n_ctx
+        self.context = nn.Parameter(torch.randn(n_ctx, width, generator=generator) * 0.02)
+
+    def prompt_tokens(self, tokenizer: Tokenizer, addresses: Sequence[str]) -> torch.Tensor:
+        """Token ids with M placeholder tokens where the context vectors go."""
+        return tokenizer([" ".join(["X"] * self.n_ctx) + f" {a}." for a in addresses])
+
+    def text_features(self, clip: CLIP, tokens: torch.Tensor) -> torch.Tensor:
+        """Features of the prompts: placeholder embeddings replaced by the learned context."""
+        tokens = trim(tokens)
+        embedded = clip.token_embedding(tokens)
+        context = self.context.to(embedded.dtype).unsqueeze(0).expand(len(tokens), -1, -1)
+        embedded = torch.cat([embedded[:, :1], context, embedded[:, 1 + self.n_ctx:]], dim=1)
+        return encode_embedded(clip, embedded, tokens)
+
+
+class FeatureRows(TorchDataset):
+    """Precomputed (frozen) image features, yielded with their row index."""
+
+    def __init__(self, features: torch.Tensor):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.features[i], i
+
+
+class CoOpStep(TrainStep):
+    """Cross-entropy over all candidate addresses, as CoOp trains; only the context vectors learn."""
+
+    def __init__(self, clip: CLIP, prompts: PromptContext, tokens: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.clip = clip
+        self.prompts = prompts
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.labels = labels
+        for p in clip.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, image_features: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss for a batch of frozen image features given by their rows in the train split."""
+        text = F.normalize(self.prompts.text_features(self.clip, self.tokens), dim=-1)
+        logits = self.clip.logit_scale.exp() * F.normalize(image_features, dim=-1) @ text.T
+        loss = F.cross_entropy(logits, self.labels[index.cpu()].to(logits.device))
+        return {"prompt": loss, "total": loss}

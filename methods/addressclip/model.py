@@ -1,0 +1,60 @@
+"""open_clip models for AddressCLIP: named configs (small CPU ones, the paper's ViT-B/16), built without download."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+
+from benchmark.errors import BenchmarkError
+
+# Small configs for training from scratch on a CPU. The vocabulary is CLIP's BPE (shipped in open_clip),
+# so the token embedding keeps its 49,408 rows; the image side is 4:3 like the embedded city's renders.
+SMALL_CONFIGS: dict[str, dict[str, Any]] = {
+    "ial-small": {
+        "embed_dim": 128,
+        "vision_cfg": {"image_size": [96, 128], "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+    },
+    "ial-tiny": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": [48, 64], "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    },
+}
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """The config dict of one of our small models or of an open_clip built-in (e.g. 'ViT-B-16'), no download."""
+    if name in SMALL_CONFIGS:
+        return copy.deepcopy(SMALL_CONFIGS[name])
+    config = open_clip.get_model_config(name)
+    if config is None:
+        known = ", ".join([*SMALL_CONFIGS, "or an open_clip config such as ViT-B-16"])
+        raise BenchmarkError(f"unknown model {name!r}; choose {known}")
+    if "custom_text" in config or "hf_model_name" in config.get("text_cfg", {}):
+        raise BenchmarkError(f"model {name!r} has a custom text tower; only CLIP-style open_clip models are supported")
+    return copy.deepcopy(config)
+
+
+def build_clip(name: str, quick_gelu: bool, seed: int) -> CLIP:
+    """A freshly initialised open_clip CLIP (weights depend only on `seed`)."""
+    config = model_config(name)
+    config.pop("quick_gelu", None)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return CLIP(**config, quick_gelu=quick_gelu)
+
+
+def image_size(model: CLIP) -> tuple[int, int]:
+    """(height, width) the image tower takes."""
+    size = model.visual.image_size
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def state_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())

@@ -1,0 +1,47 @@
+"""AddressCLIP's training step: one batch of images and their texts through CLIP into eq. 6."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from open_clip.model import CLIP
+
+from methods.addressclip.data import ImageTransform, TrainTexts
+from methods.addressclip.losses import GeoTarget, LossWeights, addressclip_loss
+from methods.addressclip.text import encode_tokens
+from methods.addressclip.train import TrainStep
+
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its learnable temperature at 100
+
+
+class ContrastiveStep(TrainStep):
+    """Fine-tunes both CLIP towers on α·L_address + β·L_caption + γ·L_geography (terms with weight 0 are off)."""
+
+    def __init__(self, clip: CLIP, texts: TrainTexts, transform: ImageTransform, weights: LossWeights,
+                 geo: GeoTarget):
+        super().__init__()
+        self.clip = clip
+        self.texts = texts
+        self.transform = transform
+        self.weights = weights
+        self.geo = geo
+
+    def forward(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch of uint8 images given by their rows in the train split."""
+        index = index.cpu()
+        device = images.device
+        image = self.clip.encode_image(self.transform.normalize(images))
+        address = caption = None
+        if self.weights.address:
+            address = encode_tokens(self.clip, self.texts.address_tokens[index].to(device))
+        if self.weights.caption:
+            caption = encode_tokens(self.clip, self.texts.caption_tokens[index].to(device))
+        scale = self.clip.logit_scale.exp()
+        return addressclip_loss(image, address, caption, self.texts.utm[index].to(device), scale,
+                                self.weights, self.geo)
+
+    def after_step(self) -> None:
+        """Keep CLIP's logit scale in [0, ln 100] as CLIP's own training does."""
+        with torch.no_grad():
+            self.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
