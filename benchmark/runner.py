@@ -116,8 +116,15 @@ def run(spec: RunSpec) -> list[Path]:
     dataset = protocol.open(spec.data_root, spec.preset, spec.progress)
     if dataset.dropped_queries:
         log.warning("%d queries dropped: their address is not in the candidate set", len(dataset.dropped_queries))
-    return [run_method(protocol, dataset, cls, options, spec, device, overrides)
-            for cls, options, overrides in planned]
+    folders = [run_method(protocol, dataset, cls, options, spec, device, overrides)
+               for cls, options, overrides in planned]
+    return [f for f in folders if f is not None]
+
+
+def _secondary_process() -> bool:
+    """True in a torchrun worker other than rank 0: it helps train but does not evaluate or write."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
 
 
 def _query_batches(method: Method, dataset: Dataset, batch_size: int):
@@ -137,8 +144,11 @@ def _check_prediction(method: str, p: Prediction, k: int) -> None:
 
 
 def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options: Any, spec: RunSpec,
-               device: torch.device, overrides: dict[str, str] | None = None) -> Path:
-    """Prepare one method, predict every query (batched, then single-stream for latency), score and save."""
+               device: torch.device, overrides: dict[str, str] | None = None) -> Path | None:
+    """Prepare one method, predict every query (batched, then single-stream for latency), score and save.
+
+    Under torchrun every process prepares (trains) together; only rank 0 evaluates and writes (None elsewhere).
+    """
     seed_everything(spec.seed)
     chash = config_hash(cls.name, options)
     ctx = RunContext(device=device, seed=spec.seed, preset=spec.preset, progress=spec.progress,
@@ -148,6 +158,8 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
     start = time.perf_counter()
     method.prepare(dataset)
     prepare_seconds = time.perf_counter() - start
+    if _secondary_process():
+        return None
 
     queries = dataset.splits["queries"]
     rel_paths = list(queries.image)
