@@ -54,6 +54,7 @@ class TrainOptions(ClipOptions):
     weight_decay: float = 0.0
     warmup_steps: int = 20
     preload: bool = True  # decode the train split once into memory (small images only)
+    augment: float = 0.5  # photometric augmentation strength (0: off); CoOp trains on cached features, unaugmented
     workers: int = 0
 
 
@@ -78,7 +79,7 @@ class CoOpOptions(TrainOptions):
 
 SMOKE = {"model": "ial-tiny", "epochs": 3, "batch_size": 32, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 10}
 DEFAULT = {"model": "ial-small", "epochs": 1, "batch_size": 64, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 20}
-PAPER = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True, "epochs": 100, "batch_size": 32,
+PAPER = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True, "augment": 0.0, "epochs": 100, "batch_size": 32,
          "lr": 2.4e-5, "lr_min": 2.4e-8, "warmup_steps": 0, "preload": False, "workers": 8}
 PAPER_INFERENCE = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True}
 
@@ -214,7 +215,7 @@ class ContrastiveMethod(ClipMethod):
         weights, geo = self.loss_setup()
         texts = train_texts(dataset, self.tokenizer, self.options.template, captions=bool(weights.caption))
         source = image_source(dataset, self.transform, self.options.preload, self.ctx.progress)
-        step = ContrastiveStep(self.model, texts, self.transform, weights, geo)
+        step = ContrastiveStep(self.model, texts, self.transform, weights, geo, self.options.augment, self.ctx.seed)
         self.loss_trace = train(step, source, self.schedule(), self.device, self.ctx.seed,
                                 f"{self.name}: training", self.ctx.progress)
         self.trained_now = True

@@ -7,6 +7,7 @@ import math
 import torch
 from open_clip.model import CLIP
 
+from benchmark.augment import Photometric
 from methods.addressclip.data import ImageTransform, TrainTexts
 from methods.addressclip.losses import GeoTarget, LossWeights, addressclip_loss
 from methods.addressclip.text import encode_tokens
@@ -19,9 +20,10 @@ class ContrastiveStep(TrainStep):
     """Fine-tunes both CLIP towers on α·L_address + β·L_caption + γ·L_geography (terms with weight 0 are off)."""
 
     def __init__(self, clip: CLIP, texts: TrainTexts, transform: ImageTransform, weights: LossWeights,
-                 geo: GeoTarget):
+                 geo: GeoTarget, augment: float = 0.0, seed: int = 0):
         super().__init__()
         self.clip = clip
+        self.augment = Photometric(augment, seed)
         self.texts = texts
         self.transform = transform
         self.weights = weights
@@ -31,7 +33,7 @@ class ContrastiveStep(TrainStep):
         """Loss terms for a batch of uint8 images given by their rows in the train split."""
         index = index.cpu()
         device = images.device
-        image = self.clip.encode_image(self.transform.normalize(images))
+        image = self.clip.encode_image(self.transform.normalize(self.augment(images)))
         address = caption = None
         if self.weights.address:
             address = encode_tokens(self.clip, self.texts.address_tokens[index].to(device))

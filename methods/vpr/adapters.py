@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from benchmark.augment import Photometric
 from benchmark.dataset import Dataset
 from benchmark.errors import BenchmarkError
 from benchmark.images import iterate_images
@@ -44,6 +45,7 @@ class VPROptions(RetrievalOptions):
     lr: float = 3e-4
     optimizer: str = "adamw"
     weight_decay: float = 0.0
+    augment: float = 0.5  # photometric training augmentation strength (0: off)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ class VPRMethod(RetrievalMethod):
             model.load_state_dict(store.load())
         else:
             model.to(self.ctx.device)
-            data = load_train_split(dataset, self.options.image_h, self.options.image_w, self.ctx.batch_size)
+            data = load_train_split(dataset, self.options.image_h, self.options.image_w, self.ctx.batch_size,
+                                    self.options.augment, self.ctx.seed)
             self.train(model, data, np.random.default_rng(self.ctx.seed))
             store.save({k: v.cpu() for k, v in model.state_dict().items()})
             self.trained_now = True
@@ -187,15 +190,17 @@ class VPRMethod(RetrievalMethod):
         return getattr(self, "_weights", {"source": "from-scratch"})
 
 
-def load_train_split(dataset: Dataset, height: int, width: int, batch_size: int) -> recipes.TrainSplit:
-    """Decode and resize the whole training split once (uint8 in memory)."""
+def load_train_split(dataset: Dataset, height: int, width: int, batch_size: int,
+                     augment: float = 0.0, seed: int = 0) -> recipes.TrainSplit:
+    """Decode and resize the whole training split once (uint8 in memory); `augment` = photometric strength."""
     chunks = list(iterate_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size))
     table = dataset.splits["train"]
     if "heading" not in table or table.heading.isna().any():
         heading = np.zeros(len(table))
     else:
         heading = table.heading.to_numpy(np.float64)
-    return recipes.TrainSplit(torch.cat(chunks), dataset.utm("train"), heading)
+    return recipes.TrainSplit(torch.cat(chunks), dataset.utm("train"), heading,
+                              Photometric(augment, seed) if augment > 0 else None)
 
 
 class TupleMethod(VPRMethod):
@@ -235,7 +240,7 @@ class NetVLADMethod(TupleMethod):
     Options = NetVLADOptions
     PRESETS = {"smoke": {**SMOKE, "clusters": 8, "kmeans_images": 40, "cache_queries": 8, "cache_negatives": 64},
                "default": {},
-               "paper": {"backbone": "vgg16", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
+               "paper": {"augment": 0.0, "backbone": "vgg16", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "clusters": 64, "steps": 75_000,
                          "lr": 1e-4, "optimizer": "sgd", "weight_decay": 1e-3, "kmeans_images": 500}}
 
@@ -286,7 +291,7 @@ class GeMMethod(TupleMethod):
     convention = "dvgl"
     PRESETS = {"smoke": {**SMOKE, "cache_queries": 8, "cache_negatives": 64},
                "default": {},
-               "paper": {"backbone": "resnet50", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
+               "paper": {"augment": 0.0, "backbone": "resnet50", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "steps": 50_000, "lr": 1e-5,
                          "optimizer": "adam"}}
 
@@ -303,7 +308,7 @@ class CosPlaceMethod(VPRMethod):
     Options = CosPlaceOptions
     PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32},
                "default": {"batch": 32},
-               "paper": {"backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
+               "paper": {"augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
                          "steps": 500_000, "iterations_per_epoch": 10_000, "min_images_per_class": 10,
                          "lr": 1e-5, "optimizer": "adam"}}
 

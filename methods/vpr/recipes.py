@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from benchmark.augment import Photometric
 from benchmark.errors import BenchmarkError
 from benchmark.training import loss_bar
 from methods.vpr.groups import cosplace_groups, places, positives_and_far
@@ -39,10 +40,14 @@ class TrainSplit:
     images: Tensor
     utm: np.ndarray
     heading: np.ndarray
+    augment: Photometric | None = None
 
-    def batch(self, idx: np.ndarray | list[int]) -> Tensor:
-        """Normalised float images of the given rows."""
-        return normalise(self.images[torch.as_tensor(np.asarray(idx, np.int64))])
+    def batch(self, idx: np.ndarray | list[int], train: bool = False) -> Tensor:
+        """Normalised float images of the given rows (photometrically augmented for training steps)."""
+        images = self.images[torch.as_tensor(np.asarray(idx, np.int64))]
+        if train and self.augment is not None:
+            images = self.augment(images)
+        return normalise(images)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def train_tuples(model: nn.Module, data: TrainSplit, o: Optim, m: Mining, batch_
         model.train()
         for lo in range(0, len(tuples) - batch_size + 1, batch_size):
             rows = np.concatenate(tuples[lo:lo + batch_size])
-            features = model(data.batch(rows).to(device))
+            features = model(data.batch(rows, train=True).to(device))
             value = batch_loss(features, loss, convention, negs_num_per_query=m.negatives, margin=margin)
             _step([optimizer], value)
             losses.append(float(value.detach()))
@@ -190,7 +195,8 @@ def train_cosface(model: nn.Module, data: TrainSplit, o: Optim, g: CosPlaceGroup
         for _ in range(g.iterations_per_epoch):
             labels = rng.choice(len(members), batch_size, replace=len(members) < batch_size)
             rows = [int(rng.choice(members[c])) for c in labels]
-            logits = classifiers[k](model(data.batch(rows).to(device)), torch.as_tensor(labels, device=device))
+            logits = classifiers[k](model(data.batch(rows, train=True).to(device)),
+                                    torch.as_tensor(labels, device=device))
             value = F.cross_entropy(logits, torch.as_tensor(labels, device=device))
             _step([optimizer, heads[k]], value)
             losses.append(float(value.detach()))
@@ -232,7 +238,7 @@ def train_multisimilarity(model: nn.Module, data: TrainSplit, o: Optim, p: Place
             picked = rng.choice(members, min(p.images_per_place, len(members)), replace=False)
             rows += picked.tolist()
             labels += [label] * len(picked)
-        descriptors = model(data.batch(rows).to(device))
+        descriptors = model(data.batch(rows, train=True).to(device))
         target = torch.as_tensor(labels, device=device)
         value = loss_fn(descriptors, target, miner(descriptors, target))
         _step([optimizer], value)
