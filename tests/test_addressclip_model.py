@@ -12,14 +12,7 @@ from methods.addressclip.text import Tokenizer, address_text, caption_text, enco
 from methods.addressclip.train import cosine_factor
 from methods.addressclip.weights import checkpoint, load_clip_state, read_weights, split_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and no less deterministically) on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def square_openai_like() -> CLIP:

@@ -15,14 +15,7 @@ from benchmark.method import QueryBatch, RunContext, make_options
 from benchmark.registry import METHODS
 from benchmark.runner import RunSpec, run
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and no less deterministically) on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(name: str, cache: Path, **options):
