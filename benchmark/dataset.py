@@ -39,6 +39,7 @@ class Dataset:
     splits: dict[str, pd.DataFrame]
     data_hash: str
     dropped_queries: list[str] = field(default_factory=list)
+    query_labels_hidden: bool = False
 
     @cached_property
     def address_book(self) -> AddressBook:
@@ -51,8 +52,22 @@ class Dataset:
         path = self.root / "streets.geojson"
         return path if path.is_file() else None
 
+    def for_methods(self) -> Dataset:
+        """The view a method prepares on: train and database as they are, queries reduced to their images.
+
+        A method reading a query's address, coordinates, caption or heading gets an error, not the answer.
+        """
+        splits = {**self.splits, "queries": self.splits["queries"][["image"]].copy()}
+        view = Dataset(self.name, self.version, self.root, self.images_root, splits, self.data_hash,
+                       list(self.dropped_queries), query_labels_hidden=True)
+        view.__dict__["address_book"] = self.address_book  # same candidates, not recomputed
+        return view
+
     def utm(self, split: str) -> np.ndarray:
         """[N, 2] float64 UTM (east, north) of a split."""
+        if split == "queries" and self.query_labels_hidden:
+            raise PermissionError(f"{self.name}: the queries' coordinates are hidden from methods; "
+                                  "only the runner scores against them")
         t = self.splits[split]
         return t[["utm_east", "utm_north"]].to_numpy(np.float64)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from tqdm.auto import tqdm
 
 from benchmark.errors import BenchmarkError
 
@@ -25,17 +28,21 @@ def load_rgb(path: Path) -> Image.Image:
 
 
 class ImageFiles(TorchDataset):
-    """Images at given paths, each passed through `transform` (the method's preprocessing)."""
+    """Images at given paths, each passed through `transform` (the method's preprocessing), decoded per item;
+    with `with_index` each item comes with its row number (as training loops want)."""
 
-    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor],
+                 with_index: bool = False):
         self.paths = list(paths)
         self.transform = transform
+        self.with_index = with_index
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_rgb(self.paths[i]))
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, int]:
+        image = self.transform(load_rgb(self.paths[i]))
+        return (image, i) if self.with_index else image
 
 
 def iterate_images(
@@ -44,3 +51,20 @@ def iterate_images(
     """Batches of preprocessed images in path order."""
     loader = DataLoader(ImageFiles(paths, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
     yield from loader
+
+
+def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor], batch_size: int,
+               fn: Callable[[torch.Tensor], Any] | None = None, desc: str = "decoding images",
+               progress: bool = False) -> Any:
+    """Every image of a list decoded and preprocessed, optionally mapped batch by batch through `fn` (an
+    encoder), and concatenated in path order: a torch tensor, or a numpy array if `fn` returns numpy."""
+    chunks = []
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in iterate_images(paths, transform, batch_size):
+            chunks.append(batch if fn is None else fn(batch))
+            bar.update(len(batch))
+    if not chunks:
+        raise BenchmarkError(f"{desc}: no images")
+    if isinstance(chunks[0], np.ndarray):
+        return np.ascontiguousarray(np.concatenate(chunks))
+    return torch.cat(chunks)

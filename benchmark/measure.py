@@ -84,3 +84,8 @@ class PeakMemory:
         self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
         if self.device.type == "cuda":
             self.peak_cuda = int(torch.cuda.max_memory_allocated(self.device))
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers as stored (the model part of a footprint)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ import torch
 from PIL import Image
 
 from benchmark.dataset import Dataset
+from benchmark.hashing import json_sha256
 from benchmark.measure import StageClock
 from benchmark.options import apply_overrides
 
@@ -33,14 +32,14 @@ class Prediction:
 
 @dataclass
 class QueryBatch:
-    """A batch of queries: preprocessed images (None for methods that need none) and their metadata.
+    """A batch of queries: preprocessed images (None for methods that need none) and their paths.
 
-    `true_utm` is there for reference methods (oracle-gps) only; no other method may read it.
+    `true_utm` is filled only for methods that declare `sees_true_coordinates` (oracle-gps); None otherwise.
     """
 
     images: torch.Tensor | None
     paths: list[str]
-    true_utm: np.ndarray
+    true_utm: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -57,14 +56,31 @@ class Footprint:
         return self.model + self.database + self.map
 
 
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What a method's training did (read back from the cache when it was trained earlier)."""
+
+    steps: int
+    images_seen: int
+    wall_seconds: float
+    cached: bool
+    loss_log: str | None = None
+    backbone: str | None = None
+    input_size: list[int] | None = None
+
+
 @dataclass
 class RunContext:
-    """What a method gets from the runner: device, seed, preset, a cache folder and UI settings."""
+    """What a method gets from the runner: device, seed, preset, its cache folder and UI settings.
+
+    `cache_dir` is None for methods that do not train; for those that do, the runner names it by the
+    cache key (see `cache_key`), so a method never computes its own.
+    """
 
     device: torch.device
     seed: int
     preset: str
-    cache_dir: Path
+    cache_dir: Path | None = None
     progress: bool = True
     batch_size: int = 32
 
@@ -75,17 +91,26 @@ class NoOptions:
 
 
 class Method(ABC):
-    """Base of every method. Subclasses set `name`, `family`, an `Options` dataclass and its `PRESETS`."""
+    """Base of every method. Subclasses set `name`, `family`, an `Options` dataclass and its `PRESETS`.
+
+    `trains`: the method learns state that the runner caches (under a key it computes); options named in
+    `PIPELINE_OPTIONS` change only indexing, search or geocoding and are left out of that key.
+    `sees_true_coordinates`: the runner passes the queries' true UTM in every QueryBatch (oracle only).
+    """
 
     name: ClassVar[str]
     family: ClassVar[Family]
     Options: ClassVar[type] = NoOptions
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    PIPELINE_OPTIONS: ClassVar[frozenset[str]] = frozenset()
     needs_images: ClassVar[bool] = True
+    trains: ClassVar[bool] = False
+    sees_true_coordinates: ClassVar[bool] = False
 
     def __init__(self, options: Any, ctx: RunContext):
         self.options = options
         self.ctx = ctx
+        self.training: TrainingSummary | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one decoded RGB image into the tensor this method's encoder takes (runs in the loader)."""
@@ -103,7 +128,7 @@ class Method(ABC):
     def footprint(self) -> Footprint:
         """Bytes needed at inference."""
 
-    def weights(self) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any]:
         """Where the weights came from: {'source': 'none' | 'from-scratch' | 'file', 'path', 'sha256'}."""
         return {"source": "none"}
 
@@ -114,6 +139,17 @@ def make_options(cls: type[Method], preset: str, overrides: dict[str, str]) -> A
 
 
 def config_hash(method: str, options: Any) -> str:
-    """sha256 of the method name and its full options (what a cached model is keyed by)."""
-    blob = json.dumps({"method": method, "options": dataclasses.asdict(options)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """sha256 of the method name and its full options (a run's identity, in its result)."""
+    return json_sha256({"method": method, "options": dataclasses.asdict(options)})
+
+
+def training_options(cls: type[Method], options: Any) -> dict[str, Any]:
+    """The options that can change what a method learns: all but its pipeline-only ones and `weights`."""
+    return {k: v for k, v in dataclasses.asdict(options).items()
+            if k not in cls.PIPELINE_OPTIONS and k != "weights"}
+
+
+def cache_key(cls: type[Method], options: Any, seed: int, data_hash: str, weights_sha256: str | None) -> str:
+    """The one key of a trained state: method, training options, seed, data hash and the --weights file's hash."""
+    return json_sha256({"method": cls.name, "options": training_options(cls, options), "seed": seed,
+                        "data_hash": data_hash, "weights_sha256": weights_sha256})

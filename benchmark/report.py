@@ -2,52 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
-from benchmark.results import load_results
+from benchmark.results import LoadedRun, RunResult, TrainingInfo, load_results
 
 MB = 1024 * 1024
 
 
-def run_label(run: dict[str, Any]) -> str:
+def run_label(run: RunResult | LoadedRun) -> str:
     """A row label: the method name plus the options given on the command line, e.g. `gem (geocoder=streetmap)`."""
-    name = run["method"]["name"]
-    given = run["method"].get("overrides") or {}
+    method = (run.result if isinstance(run, LoadedRun) else run).method
+    given = method.overrides
     changed = [f"{k}={v}" for k, v in sorted(given.items()) if k != "weights"]
     if given.get("weights"):
         changed.append(f"weights={Path(given['weights']).name}")
-    return f"{name} ({', '.join(changed)})" if changed else name
+    return f"{method.name} ({', '.join(changed)})" if changed else method.name
 
 
-def current_runs(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[LoadedRun]]:
     """Per (protocol, preset): the newest run of each method variant on the newest data version.
 
     Runs on an older data hash of the same protocol and preset are stale (the data changed) and left out.
     """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in results:
-        groups.setdefault((r["protocol"]["name"], r["protocol"].get("preset", "default")), []).append(r)
+    groups: dict[tuple[str, str], list[LoadedRun]] = {}
+    for run in runs:
+        groups.setdefault((run.result.protocol.name, run.result.protocol.preset), []).append(run)
     out = {}
-    for key, runs in groups.items():
-        data_hash = max(runs, key=lambda r: r["created"])["protocol"]["data_hash"]
-        latest: dict[str, dict[str, Any]] = {}
-        for r in sorted((r for r in runs if r["protocol"]["data_hash"] == data_hash), key=lambda r: r["created"]):
-            r["_label"] = run_label(r)
-            latest.pop(r["_label"], None)
-            latest[r["_label"]] = r
+    for key, members in groups.items():
+        data_hash = max(members, key=lambda r: r.result.created).result.protocol.data_hash
+        latest: dict[str, LoadedRun] = {}
+        fresh = (r for r in members if r.result.protocol.data_hash == data_hash)
+        for run in sorted(fresh, key=lambda r: r.result.created):
+            label = run_label(run)
+            latest.pop(label, None)
+            latest[label] = run
         out[key] = list(latest.values())
     return out
 
 
-def _with_ci(run: dict[str, Any], key: str) -> str:
-    value = run["metrics"].get(key)
+def _with_ci(run: RunResult, key: str) -> str:
+    value = run.metrics.get(key)
     if value is None:
         return "–"
-    ci = run["ci95"].get(key)
+    ci = run.ci95.get(key)
     return f"{value:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{value:.2f}"
 
 
@@ -55,50 +56,64 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def accuracy_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+def _training(training: TrainingInfo | None) -> str:
+    if training is None:
+        return "–"
+    return "cached" if training.cached else _num(training.wall_seconds, 1)
+
+
+def accuracy_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     """Table 2: SSA-1, SSA-5, SA-1, SA-5 per method (percent, with 95 % bootstrap intervals)."""
-    rows = [{"Method": r.get("_label") or run_label(r), "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
+    rows = [{"Method": run_label(r), "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
              "SA-1": _with_ci(r, "sa@1"), "SA-5": _with_ci(r, "sa@5")} for r in runs]
     return pd.DataFrame(rows, columns=["Method", "SSA-1", "SSA-5", "SA-1", "SA-5"])
 
 
-def cost_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory."""
+def cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory.
+
+    A "Training (s)" column (training wall time; "cached" when the trained state came from the cache) is
+    added when any run trained.
+    """
+    show_training = any(r.training is not None for r in runs)
     rows = []
     for r in runs:
-        cost = r["cost"]
-        lat = cost["latency_ms"]
-        memory = cost["peak_rss_bytes"] if cost.get("peak_cuda_bytes") is None else cost["peak_cuda_bytes"]
-        rows.append({
-            "Method": r.get("_label") or run_label(r),
-            "Storage (MB)": _num(cost["storage_bytes"]["total"] / MB, 3),
-            "Inference (ms)": _num(lat["encode"]["median"], 3),
-            "Retrieval (ms)": _num(lat["search"]["median"] + lat["geocode"]["median"], 3),
+        cost = r.cost
+        lat = cost.latency_ms
+        memory = cost.peak_rss_bytes if cost.peak_cuda_bytes is None else cost.peak_cuda_bytes
+        row = {
+            "Method": run_label(r),
+            "Storage (MB)": _num(cost.storage_bytes.total / MB, 3),
+            "Inference (ms)": _num(lat["encode"].median, 3),
+            "Retrieval (ms)": _num(lat["search"].median + lat["geocode"].median, 3),
             "Memory (MB)": _num(memory / MB, 1),
-            "Throughput (q/s)": _num(cost.get("throughput_qps"), 1),
-        })
+            "Throughput (q/s)": _num(cost.throughput_qps, 1),
+        }
+        if show_training:
+            row["Training (s)"] = _training(r.training)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def localization_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+def localization_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     """Recall@1/5/10 (25 m) and localization error, for methods that predict coordinates."""
     rows = []
     for r in runs:
-        m = r["metrics"]
+        m = r.metrics
         if m.get("median_error_m") is None and m.get("recall@1") is None:
             continue
-        rows.append({"Method": r.get("_label") or run_label(r), "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
+        rows.append({"Method": run_label(r), "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
                      "R@10": _with_ci(r, "recall@10"), "Median error (m)": _num(m.get("median_error_m"), 1),
                      "≤25 m": _num(m.get("within_25m"), 1), "≤100 m": _num(m.get("within_100m"), 1)})
     return pd.DataFrame(rows)
 
 
-def render_protocol(protocol: str, runs: list[dict[str, Any]]) -> str:
+def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
     """The Markdown report of one protocol and preset."""
-    first = runs[0]["protocol"]
+    first = runs[0].protocol
     parts = [
-        f"## {protocol} (v{first['version']}, preset {first.get('preset', 'default')}, {first['n_queries']} queries, "
-        f"{first['n_candidates']} candidate sub-streets, data {first['data_hash'][:12]})",
+        f"## {protocol} (v{first.version}, preset {first.preset}, {first.n_queries} queries, "
+        f"{first.n_candidates} candidate sub-streets, data {first.data_hash[:12]})",
         "",
         "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
         "",
@@ -126,7 +141,7 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     texts, written = [], []
     for (name, preset), runs in groups.items():
-        text = render_protocol(name, runs)
+        text = render_protocol(name, [run.result for run in runs])
         path = out_dir / (f"{name}.md" if preset == "default" else f"{name}-{preset}.md")
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text, encoding="utf-8")

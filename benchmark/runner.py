@@ -16,14 +16,30 @@ from tqdm.auto import tqdm
 
 from benchmark.address import normalize
 from benchmark.dataset import Dataset
+from benchmark.distributed import process_device, secondary
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import file_sha256
 from benchmark.images import iterate_images, load_rgb
 from benchmark.measure import PeakMemory, StageClock, latency_summary
-from benchmark.method import Method, Prediction, QueryBatch, RunContext, config_hash, make_options
+from benchmark.method import Method, Prediction, QueryBatch, RunContext, cache_key, config_hash, make_options
 from benchmark.metrics import positives_within, summarize
 from benchmark.protocol import PRESETS, Protocol, cache_root, resolve_protocol
 from benchmark.registry import METHODS
-from benchmark.results import SCHEMA_VERSION, environment, git_revision, make_run_id, now_utc, write_run
+from benchmark.results import (
+    Cost,
+    MethodInfo,
+    ProtocolInfo,
+    Provenance,
+    RunResult,
+    Storage,
+    TrainingInfo,
+    environment,
+    git_revision,
+    latency_from_summary,
+    make_run_id,
+    now_utc,
+    write_run,
+)
 
 log = logging.getLogger("benchmark")
 
@@ -121,12 +137,6 @@ def run(spec: RunSpec) -> list[Path]:
     return [f for f in folders if f is not None]
 
 
-def _secondary_process() -> bool:
-    """True in a torchrun worker other than rank 0: it helps train but does not evaluate or write."""
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
-
-
 def _query_batches(method: Method, dataset: Dataset, batch_size: int):
     paths = dataset.paths("queries")
     if method.needs_images:
@@ -143,6 +153,21 @@ def _check_prediction(method: str, p: Prediction, k: int) -> None:
                            f"with one score each, got {p.topk} / {p.scores}")
 
 
+def training_cache_key(cls: type[Method], options: Any, seed: int, data_hash: str) -> str | None:
+    """The cache key of a trained method's state (None for methods that do not train)."""
+    if not cls.trains:
+        return None
+    weights = getattr(options, "weights", "")
+    weights_sha256 = None
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BenchmarkError(f"weights file {path} does not exist; pass --weights PATH to a local checkpoint "
+                                 "(nothing is downloaded)")
+        weights_sha256 = file_sha256(path)
+    return cache_key(cls, options, seed, data_hash, weights_sha256)
+
+
 def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options: Any, spec: RunSpec,
                device: torch.device, overrides: dict[str, str] | None = None) -> Path | None:
     """Prepare one method, predict every query (batched, then single-stream for latency), score and save.
@@ -151,14 +176,15 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
     """
     seed_everything(spec.seed)
     chash = config_hash(cls.name, options)
-    ctx = RunContext(device=device, seed=spec.seed, preset=spec.preset, progress=spec.progress,
+    key = training_cache_key(cls, options, spec.seed, dataset.data_hash)
+    ctx = RunContext(device=process_device(device), seed=spec.seed, preset=spec.preset, progress=spec.progress,
                      batch_size=spec.batch_size,
-                     cache_dir=cache_root() / "models" / f"{cls.name}-{chash[:16]}-{dataset.data_hash[:16]}")
+                     cache_dir=None if key is None else cache_root() / "models" / f"{cls.name}-{key[:24]}")
     method = cls(options, ctx)
     start = time.perf_counter()
-    method.prepare(dataset)
+    method.prepare(dataset.for_methods())
     prepare_seconds = time.perf_counter() - start
-    if _secondary_process():
+    if secondary():
         return None
 
     queries = dataset.splits["queries"]
@@ -167,6 +193,10 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
     n = len(queries)
     if n == 0:
         raise BenchmarkError(f"{dataset.name}: no queries left to evaluate")
+
+    def truth(lo: int, hi: int) -> np.ndarray | None:
+        return true_utm[lo:hi] if cls.sees_true_coordinates else None
+
     clock = StageClock(device)
     predictions: list[Prediction] = []
     with PeakMemory(device) as memory, torch.inference_mode():
@@ -174,7 +204,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         for images in _query_batches(method, dataset, spec.batch_size):
             lo = len(predictions)
             hi = min(n, lo + spec.batch_size)
-            batch = QueryBatch(images, rel_paths[lo:hi], true_utm[lo:hi])
+            batch = QueryBatch(images, rel_paths[lo:hi], truth(lo, hi))
             predictions += method.predict(batch, spec.k, clock)
             bar.update(hi - lo)
         bar.close()
@@ -185,7 +215,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         for i in range(spec.warmup + min(spec.latency_queries, n)):
             q = i % n
             image = method.preprocess(load_rgb(abs_paths[q])).unsqueeze(0) if method.needs_images else None
-            method.predict(QueryBatch(image, rel_paths[q:q + 1], true_utm[q:q + 1]), spec.k, clock)
+            method.predict(QueryBatch(image, rel_paths[q:q + 1], truth(q, q + 1)), spec.k, clock)
             seconds = clock.take()
             if i >= spec.warmup:
                 samples.append(seconds)
@@ -208,32 +238,31 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
 
     footprint = method.footprint()
     created = now_utc()
-    result = {
-        "schema_version": SCHEMA_VERSION,
-        "protocol": {"name": protocol.name, "version": protocol.version, "data_hash": dataset.data_hash,
-                     "n_queries": n, "n_queries_dropped": len(dataset.dropped_queries),
-                     "n_candidates": len(dataset.address_book), "preset": spec.preset,
-                     "root": str(dataset.root), **protocol.record(spec.preset)},
-        "method": {"name": cls.name, "family": cls.family, "options": dataclasses.asdict(options),
-                   "overrides": dict(overrides or {}),
-                   "config_hash": chash, "weights": method.weights()},
-        "metrics": metrics,
-        "ci95": ci,
-        "cost": {
-            "storage_bytes": {"model": footprint.model, "database": footprint.database, "map": footprint.map,
-                              "total": footprint.total},
-            "latency_ms": latency_summary(samples),
-            "throughput_qps": n / batch_seconds if batch_seconds > 0 else None,
-            "peak_rss_bytes": memory.peak_rss,
-            "peak_cuda_bytes": memory.peak_cuda,
-            "prepare_seconds": prepare_seconds,
-        },
-        "env": environment(str(device), spec.batch_size),
-        "git_rev": git_revision(),
-        "seed": spec.seed,
-        "k": spec.k,
-        "created": created.isoformat(),
-    }
+    training = None
+    if method.training is not None:
+        training = TrainingInfo(seed=spec.seed, cache_key=key, **dataclasses.asdict(method.training))
+    result = RunResult(
+        protocol=ProtocolInfo(name=protocol.name, version=protocol.version, data_hash=dataset.data_hash,
+                              n_queries=n, n_queries_dropped=len(dataset.dropped_queries),
+                              n_candidates=len(dataset.address_book), preset=spec.preset, root=str(dataset.root),
+                              options=protocol.record(spec.preset).get("options")),
+        method=MethodInfo(name=cls.name, family=cls.family, options=dataclasses.asdict(options),
+                          overrides=dict(overrides or {}), config_hash=chash,
+                          weights=Provenance(**method.provenance()), cache_key=key),
+        metrics=metrics,
+        ci95=ci,
+        cost=Cost(storage_bytes=Storage.of(footprint.model, footprint.database, footprint.map),
+                  latency_ms=latency_from_summary(latency_summary(samples)),
+                  throughput_qps=n / batch_seconds if batch_seconds > 0 else None,
+                  peak_rss_bytes=memory.peak_rss, peak_cuda_bytes=memory.peak_cuda,
+                  prepare_seconds=prepare_seconds),
+        env=environment(str(device), spec.batch_size),
+        git_rev=git_revision(),
+        seed=spec.seed,
+        k=spec.k,
+        created=created.isoformat(),
+        training=training,
+    )
     rows = []
     for (image, address), p in zip(zip(rel_paths, queries.address), predictions):
         row = {"image": image, "address": address, "topk": p.topk, "scores": [float(s) for s in p.scores],

@@ -17,6 +17,7 @@ class OracleGPS(Method):
     name = "oracle-gps"
     family = "reference"
     needs_images: ClassVar[bool] = False
+    sees_true_coordinates: ClassVar[bool] = True
 
     def prepare(self, dataset: Dataset) -> None:
         """Build the gazetteer of train ∪ database."""

@@ -3,6 +3,7 @@ reverse geocoding -> k distinct sub-streets. Adapters supply only an encoder (an
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from dataclasses import dataclass
 
@@ -10,13 +11,12 @@ import faiss
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from benchmark.dataset import Dataset
 from benchmark.errors import BenchmarkError
 from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, street_map_for
-from benchmark.images import iterate_images
-from benchmark.measure import StageClock
+from benchmark.images import map_images
+from benchmark.measure import StageClock, module_bytes
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
 
 
@@ -32,8 +32,6 @@ class RetrievalOptions:
     geocoder: str = "gazetteer"  # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry)
 
 
-# Options that change only the index, search or geocoding, never a trained encoder (cache keys skip them).
-PIPELINE_OPTIONS = ("search_depth", "index", "ivf_lists", "pq_bytes", "nprobe", "geocoder")
 
 
 def build_index(database: np.ndarray, options: RetrievalOptions) -> faiss.Index:
@@ -58,8 +56,8 @@ def build_index(database: np.ndarray, options: RetrievalOptions) -> faiss.Index:
     return index
 
 
-def search_index(index: faiss.Index, device: torch.device) -> faiss.Index:
-    """The index to search with: moved to the GPU when faiss-gpu is installed and the run is on CUDA."""
+def index_to_device(index: faiss.Index, device: torch.device) -> faiss.Index:
+    """The index to search with: a GPU copy when faiss-gpu is installed and the run is on CUDA, else itself."""
     if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         resources = faiss.StandardGpuResources()
         gpu = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
@@ -77,11 +75,6 @@ def make_geocoder(dataset: Dataset, name: str) -> Gazetteer | StreetMap:
     raise BenchmarkError(f"geocoder={name!r}: use gazetteer or streetmap")
 
 
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers as stored."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
-
-
 class RetrievalMethod(Method):
     """Place recognition + reverse geocoding. Subclasses implement `build_encoder` and `preprocess`.
 
@@ -92,6 +85,8 @@ class RetrievalMethod(Method):
     """
 
     family = "retrieval"
+    # Options that change only the index, search or geocoding, never a trained encoder (cache keys skip them).
+    PIPELINE_OPTIONS = frozenset(f.name for f in dataclasses.fields(RetrievalOptions))
 
     @abstractmethod
     def build_encoder(self, dataset: Dataset) -> nn.Module:
@@ -105,20 +100,13 @@ class RetrievalMethod(Method):
         """Build the encoder, index the database and build the gazetteer."""
         if self.options.search_depth < 10:
             raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
-        self.gazetteer: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
+        self.geocoder: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
-        paths = dataset.paths("database")
-        chunks = []
         with torch.inference_mode():
-            bar = tqdm(total=len(paths), desc=f"{self.name}: indexing database", unit="img",
-                       disable=not self.ctx.progress, leave=False)
-            for images in iterate_images(paths, self.preprocess, self.ctx.batch_size):
-                chunks.append(self.encode(images))
-                bar.update(len(images))
-            bar.close()
-        database = np.ascontiguousarray(np.concatenate(chunks))
+            database = map_images(dataset.paths("database"), self.preprocess, self.ctx.batch_size, self.encode,
+                                  f"{self.name}: indexing database", self.ctx.progress)
         self.index = build_index(database, self.options)
-        self.searcher = search_index(self.index, self.ctx.device)
+        self.searcher = index_to_device(self.index, self.ctx.device)
         self.database_utm = dataset.utm("database")
         self.depth = min(self.options.search_depth, self.index.ntotal)
 
@@ -137,7 +125,7 @@ class RetrievalMethod(Method):
         if len(ids) == 0:
             raise RuntimeError(f"{self.name}: the index returned no neighbour; raise nprobe")
         coords = self.database_utm[ids]
-        nearest = self.gazetteer.lookup(coords, 1)
+        nearest = self.geocoder.lookup(coords, 1)
         topk: list[str] = []
         scores: list[float] = []
         for (hit,), s in zip(nearest, similarity.tolist()):
@@ -147,7 +135,7 @@ class RetrievalMethod(Method):
                 if len(topk) == k:
                     break
         if len(topk) < k:
-            for address, _ in self.gazetteer.lookup(coords[:1], k + len(topk))[0]:
+            for address, _ in self.geocoder.lookup(coords[:1], k + len(topk))[0]:
                 if address not in topk and len(topk) < k:
                     topk.append(address)
                     scores.append(scores[-1])
@@ -155,7 +143,7 @@ class RetrievalMethod(Method):
         return Prediction(topk, scores, (float(top[0]), float(top[1])), ids.tolist())
 
     def footprint(self) -> Footprint:
-        """Encoder weights; the index plus database coordinates; the gazetteer or street map."""
+        """Encoder weights; the index plus database coordinates; the geocoder's gazetteer or street map."""
         index_bytes = int(faiss.serialize_index(self.index).nbytes)
         return Footprint(model=module_bytes(self.encoder), database=index_bytes + self.database_utm.nbytes,
-                         map=self.gazetteer.nbytes)
+                         map=self.geocoder.nbytes)

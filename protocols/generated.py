@@ -1,4 +1,8 @@
-"""Protocols whose dataset is generated on this machine, written in the released IAL format and cached."""
+"""Protocols whose dataset is generated on this machine, written in the released IAL format and cached.
+
+Also the pieces every generator shares: the location-disjoint 7:2:1 split, the candidate addresses a
+query must hit to be kept, and the annotation-JSON writer.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,46 @@ import json
 import os
 import shutil
 from abc import abstractmethod
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmark.dataset import Dataset, Problem
+import numpy as np
+
+from benchmark.dataset import SPLITS, Dataset, Problem
 from benchmark.options import apply_overrides
 from benchmark.protocol import Protocol, cache_root
 from protocols.ial_format import read_ial
+
+SPLIT_SHARES = (0.7, 0.2)  # train, database; queries get the rest
+
+
+def split_locations(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Split name per location ('train' / 'database' / 'queries'), 7:2:1 by one permutation drawn from rng.
+
+    The generator is passed in (not a seed) so that a caller can keep drawing from the same stream.
+    """
+    order = rng.permutation(n)
+    n_train, n_db = round(SPLIT_SHARES[0] * n), round(SPLIT_SHARES[1] * n)
+    split = np.empty(n, object)
+    split[order[:n_train]] = "train"
+    split[order[n_train:n_train + n_db]] = "database"
+    split[order[n_train + n_db:]] = "queries"
+    return split
+
+
+def candidate_addresses(addresses: Iterable[str], splits: Iterable[str]) -> set[str]:
+    """The addresses of the train and database locations: a query whose address is not among them is dropped."""
+    return {address for address, split in zip(addresses, splits) if split != "queries"}
+
+
+def write_annotations(folder: Path, prefix: str, tables: Mapping[str, Mapping[str, list[str]]]) -> None:
+    """Write annotations/<prefix>_<split>.json for every split: {image key: [caption, verbose, address]}."""
+    (folder / "annotations").mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        with open(folder / "annotations" / f"{prefix}_{split}.json", "w", encoding="utf-8") as f:
+            json.dump(tables.get(split, {}), f, indent=1, sort_keys=True, ensure_ascii=False)
+            f.write("\n")
 
 
 class GeneratedProtocol(Protocol):

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from benchmark.address import AddressParseError, normalize, parse_address
 from benchmark.dataset import SPLITS, Dataset, Problem
+from benchmark.hashing import update_with_file
 from benchmark.protocol import Protocol
 from protocols.vpr_names import has_utm_name, parse_vpr_name
 
@@ -48,12 +49,6 @@ class _Coordinates:
     utm: dict[str, tuple[float, float]] = field(default_factory=dict)
     location: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
-
-
-def _sha256_file(path: Path, h: hashlib._Hash) -> None:
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
 
 
 def read_annotation(path: Path, problems: list[Problem]) -> dict[str, list[str]] | None:
@@ -190,7 +185,7 @@ def read_ial(
         ann_path = root / "annotations" / f"{prefix}_{split}.json"
         entries = annotations[split] or {}
         if annotations[split] is not None:
-            _sha256_file(ann_path, digest)
+            update_with_file(digest, ann_path)
         rows = []
         for key, value in entries.items():
             bar.update()
@@ -216,13 +211,13 @@ def read_ial(
             address = normalize(value[2])
             digest.update(f"{split}\0{key}\0{image.stat().st_size}\n".encode())
             if hash_images:
-                _sha256_file(image, digest)
+                update_with_file(digest, image)
             rows.append((key, address, utm[0], utm[1], value[0], value[1], location, heading))
         tables[split] = pd.DataFrame(rows, columns=["image", "address", "utm_east", "utm_north", "caption",
                                                     "verbose_address", "location", "heading"])
     bar.close()
     for path in coords.files:
-        _sha256_file(path, digest)
+        update_with_file(digest, path)
     if any(a is None for a in annotations.values()):
         return None, problems
 

@@ -9,7 +9,6 @@ position jitter and stronger JPEG compression.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,12 @@ from pyproj import Transformer
 from scipy.ndimage import zoom
 from tqdm.auto import tqdm
 
-from protocols.generated import GeneratedProtocol
+from protocols.generated import (
+    GeneratedProtocol,
+    candidate_addresses,
+    split_locations,
+    write_annotations,
+)
 from protocols.vpr_names import format_vpr_name
 
 EW_STREETS = ("First Street", "Second Street", "Third Street")
@@ -134,13 +138,9 @@ class TinyProtocol(GeneratedProtocol):
         margin = opts.view_m * 2
         extent = (-opts.dead_end_m - margin, (len(EW_STREETS) - 1) * opts.block_m + opts.dead_end_m + margin)
         world = _world(opts, extent)
-        rng = np.random.default_rng(opts.seed + 1)
-        order = rng.permutation(len(places))
-        n_train, n_db = round(0.7 * len(places)), round(0.2 * len(places))
-        split_of = {}
-        for rank, i in enumerate(order):
-            split_of[int(i)] = "train" if rank < n_train else "database" if rank < n_train + n_db else "queries"
-        known = {p.address for p in places if split_of[p.location] != "queries"}
+        rng = np.random.default_rng(opts.seed + 1)  # the split permutation, then the query jitter
+        split_of = split_locations(len(places), rng)
+        known = candidate_addresses((p.address for p in places), split_of)
         to_latlon = Transformer.from_crs(f"EPSG:326{ZONE}", "EPSG:4326", always_xy=True)
         annotations: dict[str, dict[str, list[str]]] = {"train": {}, "database": {}, "queries": {}}
         bar = tqdm(total=len(places) * opts.headings, desc="building tiny", unit="img", disable=not progress)
@@ -172,11 +172,7 @@ class TinyProtocol(GeneratedProtocol):
                 annotations[split][key] = [caption, verbose, p.address]
                 bar.update()
         bar.close()
-        (folder / "annotations").mkdir(parents=True, exist_ok=True)
-        for split, table in annotations.items():
-            with open(folder / "annotations" / f"{self.prefix}_{split}.json", "w", encoding="utf-8") as f:
-                json.dump(table, f, indent=1, sort_keys=True, ensure_ascii=False)
-                f.write("\n")
+        write_annotations(folder, self.prefix, annotations)
 
 
 TINY = TinyProtocol()

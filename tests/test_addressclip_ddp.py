@@ -10,12 +10,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from methods.addressclip.data import ImageTransform, PreloadedImages, TrainTexts
+from benchmark.distributed import processes
+from methods.addressclip.adapters import TrainOptions
+from methods.addressclip.data import ImageTransform, TrainTexts
 from methods.addressclip.losses import LossWeights
 from methods.addressclip.model import build_clip
 from methods.addressclip.objective import ContrastiveStep
 from methods.addressclip.text import Tokenizer
-from methods.addressclip.train import Schedule, processes, train
+from methods.training.loop import TensorRows, epoch_batches, fit, total_steps
 
 
 def free_port() -> int:
@@ -44,9 +46,11 @@ def worker(rank: int, port: int, out: str) -> None:
     model = build_clip("ial-tiny", False, seed=0)
     images = torch.randint(0, 256, (16, 3, 48, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     step = ContrastiveStep(model, synthetic_texts(16), ImageTransform((48, 64)), LossWeights(), "similarity")
-    schedule = Schedule(epochs=1, batch_size=4, lr=1e-3, lr_min=1e-6, max_steps=2)
-    trace = train(step, PreloadedImages(images), schedule, torch.device("cpu"), seed=0, desc="ddp", progress=False)
-    torch.save({"state": model.state_dict(), "trace": trace}, Path(out) / f"rank{rank}.pt")
+    options = TrainOptions(epochs=1, batch=4, lr=1e-3, lr_min=1e-6, steps=2)
+    cpu = torch.device("cpu")
+    batches, per_epoch = epoch_batches(TensorRows(images), options, seed=0, device=cpu)
+    log = fit(step, batches, total_steps(options, per_epoch), options, cpu, desc="ddp", progress=False)
+    torch.save({"state": model.state_dict(), "trace": log.total}, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 

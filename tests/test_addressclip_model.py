@@ -9,8 +9,8 @@ from open_clip.model import CLIP, build_model_from_openai_state_dict
 from benchmark.errors import BenchmarkError
 from methods.addressclip.model import build_clip, image_size, model_config
 from methods.addressclip.text import Tokenizer, address_text, caption_text, encode_tokens, trim
-from methods.addressclip.train import cosine_factor
 from methods.addressclip.weights import checkpoint, load_clip_state, read_weights, split_checkpoint
+from methods.training.loop import cosine_factor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

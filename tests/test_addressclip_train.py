@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from benchmark.errors import BenchmarkError
 from benchmark.images import iterate_images
@@ -33,6 +34,12 @@ def predict_split(method, dataset, split: str) -> list[list[str]]:
     return out
 
 
+def losses(method) -> list[float]:
+    """The total loss of every training step, from the loss log the method's training left in its cache."""
+    log = Path(method.training.loss_log)
+    return [json.loads(line)["total"] for line in log.read_text().splitlines()]
+
+
 def no_training(*args, **kwargs):
     """Stands in for the training loop where none may run."""
     raise AssertionError("training ran although a trained model was available")
@@ -50,8 +57,8 @@ def trained(tiny_dataset, tmp_path_factory):
 
 def test_training_lowers_the_loss_and_beats_chance(trained, tiny_dataset):
     method, _ = trained
-    trace = method.loss_trace
-    assert method.trained_now and len(trace) == 70
+    trace = losses(method)
+    assert not method.training.cached and len(trace) == method.training.steps == 70
     assert sum(trace[-10:]) / 10 < 0.8 * sum(trace[:10]) / 10
     truth = list(tiny_dataset.splits["database"].address)  # locations never seen in training
     top1 = [topk[0] for topk in predict_split(method, tiny_dataset, "database")]
@@ -61,52 +68,53 @@ def test_training_lowers_the_loss_and_beats_chance(trained, tiny_dataset):
 
 def test_second_prepare_loads_the_cache_without_training(trained, tiny_dataset, monkeypatch):
     method, cache = trained
-    monkeypatch.setattr("methods.addressclip.adapters.train", no_training)
+    monkeypatch.setattr("methods.addressclip.adapters.fit", no_training)
     again = make("addressclip", cache, epochs=10)
     again.prepare(tiny_dataset)
-    assert not again.trained_now and again.loss_trace == method.loss_trace
+    assert again.training.cached and again.training.steps == method.training.steps
     assert predict_split(again, tiny_dataset, "queries") == predict_split(method, tiny_dataset, "queries")
 
 
 def test_weights_option_evaluates_a_saved_checkpoint(trained, tiny_dataset, monkeypatch, tmp_path):
     method, cache = trained
-    monkeypatch.setattr("methods.addressclip.adapters.train", no_training)
-    (file,) = cache.glob("model*.pt")
+    monkeypatch.setattr("methods.addressclip.adapters.fit", no_training)
+    file = cache / "model.pt"
     given = make("addressclip", tmp_path / "other", epochs=10, weights=file)
     given.prepare(tiny_dataset)
-    assert given.weights()["source"] == "file" and len(given.weights()["sha256"]) == 64
+    assert given.provenance()["source"] == "file" and len(given.provenance()["sha256"]) == 64
     assert predict_split(given, tiny_dataset, "queries") == predict_split(method, tiny_dataset, "queries")
 
 
 def test_template_changes_the_candidate_texts(trained, tiny_dataset, tmp_path, monkeypatch):
     method, cache = trained
-    monkeypatch.setattr("methods.addressclip.adapters.train", no_training)
-    (file,) = cache.glob("model*.pt")
+    monkeypatch.setattr("methods.addressclip.adapters.fit", no_training)
+    file = cache / "model.pt"
     sentence = make("addressclip", tmp_path / "s", epochs=10, weights=file, template="sentence")
     sentence.prepare(tiny_dataset)
-    assert not torch.allclose(sentence.address_features, method.address_features)
+    assert not torch.allclose(sentence.candidate_features, method.candidate_features)
     sentence.options = method.options  # same model, raw template again: the same features
-    torch.testing.assert_close(sentence.encode_addresses(sentence.addresses), method.address_features)
+    torch.testing.assert_close(F.normalize(sentence.encode_candidates(sentence.candidates), dim=-1),
+                               method.candidate_features)
 
 
 def test_same_seed_same_losses_and_predictions(tiny_dataset, tmp_path):
     runs = []
     for name in ("a", "b"):
-        method = make("addressclip", tmp_path / name, max_steps=6, geo="literal")
+        method = make("addressclip", tmp_path / name, steps=6, geo="literal")
         method.prepare(tiny_dataset)
-        runs.append((method.loss_trace, predict_split(method, tiny_dataset, "queries")))
+        runs.append((losses(method), predict_split(method, tiny_dataset, "queries")))
     assert len(runs[0][0]) == 6 and runs[0] == runs[1]
 
 
 def test_coop_learns_only_the_context(tiny_dataset, tmp_path):
-    method = make("coop", tmp_path / "coop", max_steps=8, n_ctx=4)
+    method = make("coop", tmp_path / "coop", steps=8, n_ctx=4)
     method.prepare(tiny_dataset)
     fresh = make("clip-zeroshot", tmp_path / "zs")
     fresh.prepare(tiny_dataset)
-    assert method.trained_now and method.loss_trace[-1] < method.loss_trace[0]
+    assert not method.training.cached and losses(method)[-1] < losses(method)[0]
     for key, value in fresh.model.state_dict().items():  # the same seed builds the same (frozen) towers
         assert torch.equal(value, method.model.state_dict()[key]), key
-    assert method.prompts.context.abs().sum() > 0 and method.address_features.shape[0] == 24
+    assert method.prompts.context.abs().sum() > 0 and method.candidate_features.shape[0] == 24
 
 
 def test_loss_options_are_checked(tiny_dataset, tmp_path):
@@ -120,7 +128,7 @@ def test_loss_options_are_checked(tiny_dataset, tmp_path):
 
 def test_runner_records_family_footprint_and_weights(tiny_dataset, tmp_path):
     spec = RunSpec(protocol="tiny", preset="smoke", out=tmp_path, progress=False, n_boot=50, latency_queries=3,
-                   methods=[("clip-address", {"max_steps": "2"}), ("clip-zeroshot", {})])
+                   methods=[("clip-address", {"steps": "2"}), ("clip-zeroshot", {})])
     folders = run(spec)
     results = [json.loads((folder / "result.json").read_text()) for folder in folders]
     for result in results:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.augment import Photometric
+from methods.training.augment import Photometric
 
 
 def batch() -> torch.Tensor:

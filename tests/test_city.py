@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmark.address import parse_address
 from benchmark.registry import PROTOCOLS
 from protocols.city.osm import load_city
-from protocols.city.protocol import STREET_MAP, split_locations
+from protocols.city.protocol import STREET_MAP
+from protocols.generated import split_locations
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def test_splits_location_disjoint_7_2_1_and_queries_answerable(smoke):
     assert not locations["train"] & locations["database"] and not locations["queries"] & (
         locations["train"] | locations["database"])
     assert set(dataset.splits["queries"].address) <= set(dataset.address_book.addresses)
-    split = split_locations(1000, 0)
+    split = split_locations(1000, np.random.default_rng(0))
     assert [int((split == s).sum()) for s in ("train", "database", "queries")] == [700, 200, 100]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from benchmark.errors import BenchmarkError
 from benchmark.geocoder import StreetMap
 from benchmark.report import run_label
+from benchmark.results import MethodInfo, Provenance
 from methods.retrieval import RetrievalOptions, build_index
 
 
@@ -74,9 +76,10 @@ def test_ivfpq_index_finds_the_exact_neighbours_of_clustered_data():
 
 
 def test_report_labels_a_variant_by_the_options_given():
-    run = {"method": {"name": "gem", "options": {"geocoder": "streetmap"}, "overrides": {"geocoder": "streetmap"}}}
-    assert run_label(run) == "gem (geocoder=streetmap)"
-    run["method"]["overrides"] = {}
-    assert run_label(run) == "gem"
-    run["method"]["overrides"] = {"weights": "/models/gem_r50.pth", "index": "ivfpq"}
-    assert run_label(run) == "gem (index=ivfpq, weights=gem_r50.pth)"
+    def run(overrides: dict[str, str]) -> SimpleNamespace:
+        return SimpleNamespace(method=MethodInfo(name="gem", family="retrieval", options={}, overrides=overrides,
+                                                 config_hash="0", weights=Provenance(source="from-scratch")))
+
+    assert run_label(run({"geocoder": "streetmap"})) == "gem (geocoder=streetmap)"
+    assert run_label(run({})) == "gem"
+    assert run_label(run({"weights": "/models/gem_r50.pth", "index": "ivfpq"})) == "gem (index=ivfpq, weights=gem_r50.pth)"

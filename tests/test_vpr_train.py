@@ -9,23 +9,29 @@ import torch
 
 from benchmark.method import RunContext, make_options
 from benchmark.registry import METHODS
+from benchmark.runner import training_cache_key
+from methods.vpr.adapters import VPRMethod
 from methods.vpr.groups import cosplace_class_group, cosplace_groups, places, positives_and_far
 
-METHOD_NAMES = ["netvlad", "sare", "gem", "cosplace", "mixvpr", "salad"]
+METHOD_NAMES = [name for name in METHODS.names() if issubclass(METHODS.get(name), VPRMethod)]  # trained VPR
 
 
-def make(name: str, cache, seed: int = 0, **overrides: str):
+def make(name: str, cache, seed: int = 0, data_hash: str = "tiny", **overrides: str):
+    """A VPR method on the smoke preset (2 steps), caching where the runner would: under its cache key."""
     cls = METHODS.get(name)
-    ctx = RunContext(device=torch.device("cpu"), seed=seed, preset="smoke", cache_dir=cache / f"{name}-x-y",
+    options = make_options(cls, "smoke", {"steps": "2", **overrides})
+    key = training_cache_key(cls, options, seed, data_hash)
+    ctx = RunContext(device=torch.device("cpu"), seed=seed, preset="smoke", cache_dir=cache / key[:16],
                      progress=False, batch_size=16)
-    return cls(make_options(cls, "smoke", {"steps": "2", **overrides}), ctx)
+    return cls(options, ctx)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
 def test_adapter_trains_on_tiny_and_gives_unit_descriptors_then_reuses_the_cache(tmp_path, tiny_dataset, name):
     method = make(name, tmp_path)
     encoder = method.build_encoder(tiny_dataset)
-    assert method.trained_now and method.weights()["source"] == "from-scratch"
+    assert not method.training.cached and method.provenance()["source"] == "from-scratch"
+    assert method.training.steps == 2 and method.training.images_seen > 0
     images = torch.stack([method.preprocess(im) for im in _images(tiny_dataset, 3)])
     with torch.no_grad():
         d = encoder.eval()(images)
@@ -34,7 +40,7 @@ def test_adapter_trains_on_tiny_and_gives_unit_descriptors_then_reuses_the_cache
 
     again = make(name, tmp_path, geocoder="streetmap", index="ivfpq")  # pipeline options share the cache
     second = again.build_encoder(tiny_dataset)
-    assert not again.trained_now
+    assert again.training.cached
     with torch.no_grad():
         assert torch.equal(second.eval()(images), d)
 

@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
-from torch.utils.data import Dataset as TorchDataset
 
 from methods.addressclip.text import Tokenizer, encode_embedded, trim
-from methods.addressclip.train import TrainStep
+from methods.training.loop import TrainStep
 
 
 class PromptContext(nn.Module):
@@ -34,19 +33,6 @@ class PromptContext(nn.Module):
         context = self.context.to(embedded.dtype).unsqueeze(0).expand(len(tokens), -1, -1)
         embedded = torch.cat([embedded[:, :1], context, embedded[:, 1 + self.n_ctx:]], dim=1)
         return encode_embedded(clip, embedded, tokens)
-
-
-class FeatureRows(TorchDataset):
-    """Precomputed (frozen) image features, yielded with their row index."""
-
-    def __init__(self, features: torch.Tensor):
-        self.features = features
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.features[i], i
 
 
 class CoOpStep(TrainStep):

@@ -8,13 +8,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
-from tqdm.auto import tqdm
 
 from benchmark.address import normalize
 from benchmark.dataset import Dataset
-from benchmark.images import iterate_images
-from benchmark.training import IndexedImages
+from benchmark.images import ImageFiles, map_images
 from methods.addressclip.text import Tokenizer, address_text, caption_text
+from methods.training.loop import TensorRows
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -47,32 +46,14 @@ class ImageTransform:
         return self.normalize(self.to_uint8(image))
 
 
-class PreloadedImages(TorchDataset):
-    """A split's images decoded once into one uint8 tensor, yielded with their row index."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], i
-
-
 def image_source(dataset: Dataset, transform: ImageTransform, preload: bool, progress: bool,
                  batch_size: int = 64) -> TorchDataset:
-    """The train split's images as uint8, decoded up front (preload) or per item."""
+    """The train split's images as uint8 with their row index, decoded up front (preload) or per item."""
     paths = dataset.paths("train")
     if not preload:
-        return IndexedImages(paths, transform.to_uint8)
-    chunks = []
-    bar = tqdm(total=len(paths), desc="decoding training images", unit="img", disable=not progress, leave=False)
-    for batch in iterate_images(paths, transform.to_uint8, batch_size):
-        chunks.append(batch)
-        bar.update(len(batch))
-    bar.close()
-    return PreloadedImages(torch.cat(chunks))
+        return ImageFiles(paths, transform.to_uint8, with_index=True)
+    return TensorRows(map_images(paths, transform.to_uint8, batch_size, desc="decoding training images",
+                                 progress=progress))
 
 
 @dataclass

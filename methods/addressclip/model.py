@@ -53,8 +53,3 @@ def image_size(model: CLIP) -> tuple[int, int]:
     """(height, width) the image tower takes."""
     size = model.visual.image_size
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def state_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers as stored."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())

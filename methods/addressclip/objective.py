@@ -7,11 +7,11 @@ import math
 import torch
 from open_clip.model import CLIP
 
-from benchmark.augment import Photometric
 from methods.addressclip.data import ImageTransform, TrainTexts
 from methods.addressclip.losses import GeoTarget, LossWeights, addressclip_loss
 from methods.addressclip.text import encode_tokens
-from methods.addressclip.train import TrainStep
+from methods.training.augment import Photometric
+from methods.training.loop import TrainStep
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its learnable temperature at 100
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import BenchmarkError
-from benchmark.training import check_state_dict, load_weights_file
+from methods.training.checkpoints import check_state_dict, load_weights_file
 
 FORMAT = "ialbench-addressclip"
 # Integers OpenAI's CLIP files carry next to the tensors (open_clip drops them the same way).

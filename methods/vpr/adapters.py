@@ -7,11 +7,7 @@ published backbones, sizes and schedules (meant for GPUs).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from abc import abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,186 +16,94 @@ import torch
 from PIL import Image
 from torch import nn
 
-from benchmark.augment import Photometric
 from benchmark.dataset import Dataset
+from benchmark.distributed import processes
 from benchmark.errors import BenchmarkError
-from benchmark.images import iterate_images
-from benchmark.training import CheckpointStore, file_sha256
-from methods.retrieval import PIPELINE_OPTIONS, RetrievalMethod, RetrievalOptions
+from benchmark.hashing import file_sha256
+from benchmark.images import map_images
+from methods.retrieval import RetrievalMethod
+from methods.training.augment import Photometric
+from methods.training.loop import TrainLog
+from methods.training.store import train_or_load
 from methods.vpr import recipes
 from methods.vpr.backbones import DinoV2, ResNetTrunk, resnet_sequential, vgg16_encoder
 from methods.vpr.heads import SALAD, CosPlaceHead, GeM, L2Norm, MixVPR, NetVLAD
 from methods.vpr.models import DVGL, LIGHTNING, NANNE, VPRNet, load_official
-
-
-@dataclass(frozen=True)
-class VPROptions(RetrievalOptions):
-    """Options every trained VPR method shares (CPU-sized defaults; presets set the rest)."""
-
-    weights: str = ""  # an official checkpoint file: loaded instead of training
-    backbone: str = "resnet18"
-    image_h: int = 64
-    image_w: int = 88
-    steps: int = 300  # optimizer steps
-    batch: int = 8  # queries / classes / places per step
-    lr: float = 3e-4
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    augment: float = 0.5  # photometric training augmentation strength (0: off)
-
-
-@dataclass(frozen=True)
-class TupleOptions(VPROptions):
-    """Hard-negative mining for the triplet / SARE recipes (dvgl 'partial' mining)."""
-
-    negatives: int = 5
-    cache_queries: int = 64
-    cache_negatives: int = 256
-    max_positives: int = 8
-    positive_m: float = 10.0
-    negative_m: float = 25.0
-    margin: float = -1.0  # < 0: the convention's default
-
-
-@dataclass(frozen=True)
-class NetVLADOptions(TupleOptions):
-    """NetVLAD: clusters and the k-means initialisation."""
-
-    clusters: int = 64
-    kmeans_images: int = 500
-    cut: str = "layer3"  # ResNet cut (dvgl resnet18conv4); VGG-16 is always cut at conv5_3
-
-
-@dataclass(frozen=True)
-class SAREOptions(NetVLADOptions):
-    """SARE: NetVLAD trained with the joint or individual SARE loss."""
-
-    sare: str = "joint"  # joint | ind
-
-
-@dataclass(frozen=True)
-class GeMOptions(TupleOptions):
-    """GeM pooling on a ResNet cut after layer3 (dvgl resnet*conv4)."""
-
-    cut: str = "layer3"
-
-
-@dataclass(frozen=True)
-class CosPlaceOptions(VPROptions):
-    """CosPlace: descriptor size and its groups (M metres, alpha degrees, N, L)."""
-
-    fc_dim: int = 256
-    group_m: float = 10.0
-    alpha: float = 30.0
-    group_n: int = 5
-    group_l: int = 2
-    groups_num: int = 8
-    min_images_per_class: int = 1
-    iterations_per_epoch: int = 40
-    classifier_lr: float = 1e-2
-
-
-@dataclass(frozen=True)
-class PlaceOptions(VPROptions):
-    """MultiSimilarity place batches."""
-
-    images_per_place: int = 4
-    cell_m: float = 30.0
-    heading_deg: float = 45.0
-
-
-@dataclass(frozen=True)
-class MixVPROptions(PlaceOptions):
-    """MixVPR aggregator sizes (on a ResNet cut after layer3)."""
-
-    out_channels: int = 128
-    out_rows: int = 4
-    mix_depth: int = 4
-
-
-@dataclass(frozen=True)
-class SALADOptions(PlaceOptions):
-    """SALAD on a DINOv2-layout ViT (patch 14); image sides must be multiples of 14."""
-
-    vit_dim: int = 192
-    vit_depth: int = 4
-    vit_heads: int = 3
-    trainable_blocks: int = 4
-    clusters: int = 16
-    cluster_dim: int = 32
-    token_dim: int = 64
-
+from methods.vpr.options import (
+    CosPlaceOptions,
+    GeMOptions,
+    MixVPROptions,
+    NetVLADOptions,
+    SALADOptions,
+    SAREOptions,
+    VPROptions,
+)
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64}
 
 
 class VPRMethod(RetrievalMethod):
-    """A trained VPR encoder: load official weights, or train from scratch once and cache the state."""
+    """A trained VPR encoder: load official weights, or train from scratch once (cached by the runner)."""
 
     Options: ClassVar[type] = VPROptions
+    trains = True
 
     @abstractmethod
     def build_network(self) -> VPRNet:
         """The network at the configured size, with random weights, in the official layout."""
 
     @abstractmethod
-    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> list[float]:
-        """Train in place with this method's recipe; return the loss per step."""
+    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
+        """Train in place with this method's recipe; return the loop's log."""
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize to image_h x image_w and normalise with ImageNet mean/std."""
         return recipes.normalise(recipes.to_uint8(image, self.options.image_h, self.options.image_w)[None])[0]
 
-    def _optim(self) -> recipes.Optim:
-        o = self.options
-        return recipes.Optim(o.steps, o.lr, o.optimizer, o.weight_decay)
-
-    def training_key(self, dataset: Dataset) -> Path:
-        """Cache folder of the trained state: keyed by every option that changes training, and the data."""
-        options = {k: v for k, v in dataclasses.asdict(self.options).items()
-                   if k not in PIPELINE_OPTIONS and k != "weights"}
-        blob = json.dumps({"method": self.name, "options": options, "seed": self.ctx.seed}, sort_keys=True)
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        return self.ctx.cache_dir.parent / f"{self.name}-train-{digest}-{dataset.data_hash[:16]}"
-
     def build_encoder(self, dataset: Dataset) -> nn.Module:
         """Official weights if given; else the cached trained state; else train from scratch and cache."""
+        o = self.options
         torch.manual_seed(self.ctx.seed)
         model = self.build_network()
-        self.trained_now = False
-        if self.options.weights:
-            load_official(model, self.options.weights)
-            path = Path(self.options.weights).expanduser()
-            self._weights = {"source": "file", "path": str(path), "sha256": file_sha256(path)}
+        if o.weights:
+            load_official(model, o.weights)
+            path = Path(o.weights).expanduser()
+            self._provenance = {"source": "file", "path": str(path), "sha256": file_sha256(path)}
             return model
-        store = CheckpointStore(self.training_key(dataset))
-        if store.exists():
-            model.load_state_dict(store.load())
-        else:
+
+        procs = processes(self.ctx.device)
+
+        def train() -> TrainLog:
             model.to(self.ctx.device)
-            data = load_train_split(dataset, self.options.image_h, self.options.image_w, self.ctx.batch_size,
-                                    self.options.augment, self.ctx.seed)
-            self.train(model, data, np.random.default_rng(self.ctx.seed))
-            store.save({k: v.cpu() for k, v in model.state_dict().items()})
-            self.trained_now = True
-        self._weights = {"source": "from-scratch", "path": str(store.path), "sha256": file_sha256(store.path)}
+            data = load_train_split(dataset, o.image_h, o.image_w, self.ctx.batch_size, o.augment, self.ctx.seed,
+                                    self.ctx.progress and procs.main)
+            # Under torchrun each process draws its own batches (DDP averages their gradients).
+            seed = [self.ctx.seed, procs.rank] if procs.distributed else self.ctx.seed
+            return self.train(model, data, np.random.default_rng(seed))
+
+        self.training = train_or_load(self.ctx.cache_dir, model.load_state_dict, train,
+                                      lambda: {k: v.cpu() for k, v in model.state_dict().items()},
+                                      {"backbone": o.backbone, "input_size": [o.image_h, o.image_w]}, procs.main)
+        path = self.ctx.cache_dir / "model.pt"
+        self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
         return model
 
-    def weights(self) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any]:
         """Provenance of the encoder weights."""
-        return getattr(self, "_weights", {"source": "from-scratch"})
+        return getattr(self, "_provenance", {"source": "from-scratch"})
 
 
 def load_train_split(dataset: Dataset, height: int, width: int, batch_size: int,
-                     augment: float = 0.0, seed: int = 0) -> recipes.TrainSplit:
+                     augment: float = 0.0, seed: int = 0, progress: bool = False) -> recipes.TrainSplit:
     """Decode and resize the whole training split once (uint8 in memory); `augment` = photometric strength."""
-    chunks = list(iterate_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size))
+    images = map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
+                        desc="decoding training images", progress=progress)
     table = dataset.splits["train"]
     if "heading" not in table or table.heading.isna().any():
         heading = np.zeros(len(table))
     else:
         heading = table.heading.to_numpy(np.float64)
-    return recipes.TrainSplit(torch.cat(chunks), dataset.utm("train"), heading,
+    return recipes.TrainSplit(images, dataset.utm("train"), heading,
                               Photometric(augment, seed) if augment > 0 else None)
 
 
@@ -216,15 +120,11 @@ class TupleMethod(VPRMethod):
     def before_training(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> None:
         """Hook run once before the first step (NetVLAD's k-means initialisation)."""
 
-    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> list[float]:
+    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
         """Mine hard negatives with faiss each cache refresh, then step on the tuples."""
-        o = self.options
         self.before_training(model, data, rng)
-        mining = recipes.Mining(o.negatives, o.cache_queries, o.cache_negatives, o.max_positives, o.positive_m,
-                                o.negative_m)
-        return recipes.train_tuples(model, data, self._optim(), mining, o.batch, self.batch_loss_name(),
-                                    self.convention, None if o.margin < 0 else o.margin, rng, self.ctx.device,
-                                    self.ctx.progress, f"{self.name}: training")
+        return recipes.train_tuples(model, data, self.options, self.batch_loss_name(), self.convention, rng,
+                                    self.ctx.device, self.ctx.progress, f"{self.name}: training")
 
 
 def _trunk(backbone: str, cut: str) -> tuple[nn.Module, int]:
@@ -317,24 +217,19 @@ class CosPlaceMethod(VPRMethod):
         trunk, channels = resnet_sequential(self.options.backbone, "layer4", frozen=2)
         return VPRNet(DVGL, trunk, CosPlaceHead(channels, self.options.fc_dim))
 
-    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> list[float]:
+    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
         """CosFace (s=30, m=0.4), one group per epoch."""
-        o = self.options
-        groups = recipes.CosPlaceGroups(o.group_m, o.alpha, o.group_n, o.group_l, o.groups_num,
-                                        o.min_images_per_class, o.iterations_per_epoch, classifier_lr=o.classifier_lr)
-        return recipes.train_cosface(model, data, self._optim(), groups, o.fc_dim, o.batch, rng, self.ctx.device,
-                                     self.ctx.progress, f"{self.name}: training")
+        return recipes.train_cosface(model, data, self.options, rng, self.ctx.device, self.ctx.progress,
+                                     f"{self.name}: training")
 
 
 class PlaceMethod(VPRMethod):
     """MultiSimilarity training over place batches (MixVPR, SALAD)."""
 
-    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> list[float]:
+    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
         """MultiSimilarity loss + miner (pytorch-metric-learning)."""
-        o = self.options
-        batches = recipes.PlaceBatches(o.batch, o.images_per_place, o.cell_m, o.heading_deg)
-        return recipes.train_multisimilarity(model, data, self._optim(), batches, rng, self.ctx.device,
-                                             self.ctx.progress, f"{self.name}: training")
+        return recipes.train_multisimilarity(model, data, self.options, rng, self.ctx.device, self.ctx.progress,
+                                             f"{self.name}: training")
 
 
 def _feature_size(side: int) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
-from benchmark.training import check_state_dict, load_weights_file
+from methods.training.checkpoints import check_state_dict, load_weights_file
 
 # Official layouts: (trunk attribute, head attribute).
 NANNE = ("encoder", "pool")  # Nanne/pytorch-NetVlad main.py: nn.Module with encoder + pool

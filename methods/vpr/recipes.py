@@ -1,8 +1,12 @@
-"""Training recipes: tuples with faiss hard-negative mining (NetVLAD triplet, SARE, GeM), CosFace over
-CosPlace groups, and MultiSimilarity with its miner over places (MixVPR, SALAD)."""
+"""Training recipes on the shared fit loop: tuples with faiss hard-negative mining (NetVLAD triplet, SARE,
+GeM), CosFace over CosPlace groups, and MultiSimilarity with its miner over places (MixVPR, SALAD).
+
+Each recipe is a batch generator (which rows train together) and a TrainStep (the loss of one batch); the
+loop in methods.training.loop does the rest. Recipes read the methods' own options (methods.vpr.options)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -12,11 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from benchmark.augment import Photometric
 from benchmark.errors import BenchmarkError
-from benchmark.training import loss_bar
+from methods.training.augment import Photometric
+from methods.training.loop import TrainLog, TrainStep, fit
 from methods.vpr.groups import cosplace_groups, places, positives_and_far
 from methods.vpr.losses import BatchLossName, Convention, MarginCosineProduct, batch_loss, multisimilarity
+from methods.vpr.options import CosPlaceOptions, PlaceOptions, TupleOptions
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -50,28 +55,6 @@ class TrainSplit:
         return normalise(images)
 
 
-@dataclass(frozen=True)
-class Optim:
-    """Optimizer settings shared by the recipes."""
-
-    steps: int
-    lr: float
-    optimizer: str = "adamw"  # sgd | adam | adamw
-    weight_decay: float = 0.0
-
-
-def make_optimizer(params: list[nn.Parameter], o: Optim) -> torch.optim.Optimizer:
-    """SGD (momentum 0.9), Adam or AdamW over the trainable parameters."""
-    params = [p for p in params if p.requires_grad]
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
-    if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-    if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    raise BenchmarkError(f"optimizer={o.optimizer!r}: use sgd, adam or adamw")
-
-
 @torch.no_grad()
 def encode_rows(model: nn.Module, data: TrainSplit, rows: np.ndarray, batch_size: int, device: torch.device
                 ) -> np.ndarray:
@@ -82,37 +65,19 @@ def encode_rows(model: nn.Module, data: TrainSplit, rows: np.ndarray, batch_size
     return torch.cat(out).numpy()
 
 
-def _step(optimizers: list[torch.optim.Optimizer], loss: Tensor) -> None:
-    for o in optimizers:
-        o.zero_grad(set_to_none=True)
-    loss.backward()
-    for o in optimizers:
-        o.step()
+def mine(model: nn.Module, data: TrainSplit, o: TupleOptions, positives: list[np.ndarray],
+         rng: np.random.Generator, batch_size: int, device: torch.device) -> list[np.ndarray]:
+    """One cache refresh (dvgl 'partial' mining): tuples [query, positive, negative_1..N] of row indices.
 
-
-@dataclass(frozen=True)
-class Mining:
-    """dvgl 'partial' mining: per cache refresh, queries and a random negative pool are encoded; each query
-    gets its nearest positive (in descriptor space, within positive_m) and its hardest negatives (faiss L2
-    search over the pool, only images beyond negative_m)."""
-
-    negatives: int = 10
-    cache_queries: int = 1000
-    cache_negatives: int = 1000
-    max_positives: int = 20
-    positive_m: float = 10.0
-    negative_m: float = 25.0
-
-
-def mine(model: nn.Module, data: TrainSplit, m: Mining, positives: list[np.ndarray], rng: np.random.Generator,
-         batch_size: int, device: torch.device) -> list[np.ndarray]:
-    """One cache refresh: tuples [query, positive, negative_1..N] of row indices."""
+    Queries and a random negative pool are encoded; each query gets its nearest positive (in descriptor space,
+    within positive_m) and its hardest negatives (faiss L2 search over the pool, only images beyond negative_m).
+    """
     usable = np.array([i for i, p in enumerate(positives) if len(p)], np.int64)
     if len(usable) == 0:
-        raise BenchmarkError(f"no training image has another within {m.positive_m} m; nothing to mine")
-    queries = rng.choice(usable, min(m.cache_queries, len(usable)), replace=False)
-    pool = rng.choice(len(data.utm), min(m.cache_negatives, len(data.utm)), replace=False)
-    pos = {int(q): rng.choice(positives[q], min(m.max_positives, len(positives[q])), replace=False) for q in queries}
+        raise BenchmarkError(f"no training image has another within {o.positive_m} m; nothing to mine")
+    queries = rng.choice(usable, min(o.cache_queries, len(usable)), replace=False)
+    pool = rng.choice(len(data.utm), min(o.cache_negatives, len(data.utm)), replace=False)
+    pos = {int(q): rng.choice(positives[q], min(o.max_positives, len(positives[q])), replace=False) for q in queries}
     rows = np.unique(np.concatenate([queries, pool, *pos.values()]))
     where = {int(r): i for i, r in enumerate(rows)}
     desc = encode_rows(model, data, rows, batch_size, device)
@@ -125,125 +90,134 @@ def mine(model: nn.Module, data: TrainSplit, m: Mining, positives: list[np.ndarr
         d_pos = ((desc[[where[int(p)] for p in candidates]] - desc[where[q]]) ** 2).sum(1)
         best = int(candidates[int(np.argmin(d_pos))])
         ranked_rows = pool[ranked]
-        far = np.linalg.norm(data.utm[ranked_rows] - data.utm[q], axis=1) > m.negative_m
-        hard = ranked_rows[far][:m.negatives]
-        if len(hard) == m.negatives:
+        far = np.linalg.norm(data.utm[ranked_rows] - data.utm[q], axis=1) > o.negative_m
+        hard = ranked_rows[far][:o.negatives]
+        if len(hard) == o.negatives:
             tuples.append(np.concatenate([[q, best], hard]).astype(np.int64))
     return tuples
 
 
-def train_tuples(model: nn.Module, data: TrainSplit, o: Optim, m: Mining, batch_size: int, loss: BatchLossName,
-                 convention: Convention, margin: float | None, rng: np.random.Generator, device: torch.device,
-                 progress: bool, desc: str) -> list[float]:
-    """Triplet / SARE training on mined tuples; returns the loss per step."""
-    positives, _ = positives_and_far(data.utm, m.positive_m)
-    optimizer = make_optimizer(list(model.parameters()), o)
-    losses: list[float] = []
-    bar = loss_bar(o.steps, desc, progress)
-    while len(losses) < o.steps:
-        tuples = mine(model, data, m, positives, rng, 64, device)
+def tuple_batches(model: nn.Module, data: TrainSplit, o: TupleOptions, rng: np.random.Generator,
+                  device: torch.device) -> Iterator[tuple[Tensor]]:
+    """Batches of `o.batch` mined tuples (images flattened tuple after tuple), re-mining after each cache."""
+    positives, _ = positives_and_far(data.utm, o.positive_m)
+    while True:
+        tuples = mine(model, data, o, positives, rng, 64, device)
         if not tuples:
-            raise BenchmarkError(f"mining found no query with {m.negatives} negatives beyond {m.negative_m} m; "
+            raise BenchmarkError(f"mining found no query with {o.negatives} negatives beyond {o.negative_m} m; "
                                  "lower negatives or raise cache_negatives")
         model.train()
-        for lo in range(0, len(tuples) - batch_size + 1, batch_size):
-            rows = np.concatenate(tuples[lo:lo + batch_size])
-            features = model(data.batch(rows, train=True).to(device))
-            value = batch_loss(features, loss, convention, negs_num_per_query=m.negatives, margin=margin)
-            _step([optimizer], value)
-            losses.append(float(value.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if len(losses) >= o.steps:
-                break
-    bar.close()
-    return losses
+        for lo in range(0, len(tuples) - o.batch + 1, o.batch):
+            yield (data.batch(np.concatenate(tuples[lo:lo + o.batch]), train=True),)
 
 
-@dataclass(frozen=True)
-class CosPlaceGroups:
-    """CosPlace's grouping and CosFace settings."""
+class TupleStep(TrainStep):
+    """Triplet or SARE loss over a batch of flattened tuples, in one of the upstream conventions."""
 
-    m: float = 10.0
-    alpha: float = 30.0
-    n: int = 5
-    l: int = 2  # noqa: E741 (CosPlace's name)
-    groups_num: int = 8
-    min_images_per_class: int = 10
-    iterations_per_epoch: int = 10_000
-    s: float = 30.0
-    margin: float = 0.4
-    classifier_lr: float = 1e-2
+    def __init__(self, model: nn.Module, loss: BatchLossName, convention: Convention, negatives: int,
+                 margin: float | None):
+        super().__init__()
+        self.model, self.loss, self.convention, self.negatives, self.margin = model, loss, convention, negatives, margin
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """The batch loss of the tuples' descriptors."""
+        value = batch_loss(self.model(images), self.loss, self.convention, negs_num_per_query=self.negatives,
+                           margin=self.margin)
+        return {self.loss: value, "total": value}
 
 
-def train_cosface(model: nn.Module, data: TrainSplit, o: Optim, g: CosPlaceGroups, dim: int, batch_size: int,
-                  rng: np.random.Generator, device: torch.device, progress: bool, desc: str) -> list[float]:
-    """CosPlace: one CosFace classifier per group, one group per epoch (epoch % groups_num), Adam for both."""
-    groups = cosplace_groups(data.utm, data.heading, g.m, g.alpha, g.n, g.l, g.min_images_per_class)[:g.groups_num]
-    if not groups:
-        raise BenchmarkError(f"no CosPlace class has {g.min_images_per_class} images; lower min_images_per_class")
-    classifiers = [MarginCosineProduct(dim, len(group), g.s, g.margin).to(device) for group in groups]
-    optimizer = make_optimizer(list(model.parameters()), o)
-    heads = [torch.optim.Adam(c.parameters(), lr=g.classifier_lr) for c in classifiers]
-    losses: list[float] = []
-    bar = loss_bar(o.steps, desc, progress)
+def train_tuples(model: nn.Module, data: TrainSplit, o: TupleOptions, loss: BatchLossName, convention: Convention,
+                 rng: np.random.Generator, device: torch.device, progress: bool, desc: str) -> TrainLog:
+    """Triplet / SARE training on mined tuples."""
+    step = TupleStep(model, loss, convention, o.negatives, None if o.margin < 0 else o.margin)
+    return fit(step, tuple_batches(model, data, o, rng, device), o.steps, o, device, desc, progress)
+
+
+def cosface_batches(groups: list[dict], o: CosPlaceOptions, data: TrainSplit, rng: np.random.Generator
+                    ) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """CosPlace batches: `batch` classes of one group (with one image each), one group per epoch of
+    `iterations_per_epoch` steps, groups in turn."""
     epoch = 0
-    model.train()
-    while len(losses) < o.steps:
+    while True:
         k = epoch % len(groups)
         members = list(groups[k].values())
-        for _ in range(g.iterations_per_epoch):
-            labels = rng.choice(len(members), batch_size, replace=len(members) < batch_size)
+        for _ in range(o.iterations_per_epoch):
+            labels = rng.choice(len(members), o.batch, replace=len(members) < o.batch)
             rows = [int(rng.choice(members[c])) for c in labels]
-            logits = classifiers[k](model(data.batch(rows, train=True).to(device)),
-                                    torch.as_tensor(labels, device=device))
-            value = F.cross_entropy(logits, torch.as_tensor(labels, device=device))
-            _step([optimizer, heads[k]], value)
-            losses.append(float(value.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", group=k)
-            if len(losses) >= o.steps:
-                break
+            yield data.batch(rows, train=True), torch.as_tensor(labels), k
         epoch += 1
-    bar.close()
-    return losses
 
 
-@dataclass(frozen=True)
-class PlaceBatches:
-    """MultiSimilarity batches: places_per_batch places x images_per_place images (GSV-Cities style)."""
+class CosFaceStep(TrainStep):
+    """CosFace (s, margin) over the classes of the batch's group; each group has its own classifier, all
+    trained by one Adam at classifier_lr as in CosPlace."""
 
-    places_per_batch: int = 120
-    images_per_place: int = 4
-    cell_m: float = 30.0
-    heading_deg: float = 45.0
+    unused_parameters = True  # only the current group's classifier gets a gradient
+
+    def __init__(self, model: nn.Module, groups: list[dict], o: CosPlaceOptions):
+        super().__init__()
+        self.model = model
+        self.classifiers = nn.ModuleList(MarginCosineProduct(o.fc_dim, len(g), o.cosface_s, o.cosface_margin)
+                                         for g in groups)
+        self.classifier_lr = o.classifier_lr
+
+    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Adam over the classifiers (parameters without a gradient in a step are left alone)."""
+        if not hasattr(self, "_heads"):
+            self._heads = torch.optim.Adam(self.classifiers.parameters(), lr=self.classifier_lr)
+        return [self._heads]
+
+    def forward(self, images: Tensor, labels: Tensor, group: int) -> dict[str, Tensor]:
+        """Cross-entropy of the margin logits."""
+        value = F.cross_entropy(self.classifiers[group](self.model(images), labels), labels)
+        return {"cosface": value, "total": value}
 
 
-def train_multisimilarity(model: nn.Module, data: TrainSplit, o: Optim, p: PlaceBatches, rng: np.random.Generator,
-                          device: torch.device, progress: bool, desc: str) -> list[float]:
-    """MixVPR/SALAD: MultiSimilarity loss on the pairs its miner selects (pytorch-metric-learning)."""
-    place_list = places(data.utm, data.heading, p.cell_m, p.heading_deg)
-    if len(place_list) < 2:
-        raise BenchmarkError("fewer than two places with two images each; raise cell_m")
-    loss_fn, miner = multisimilarity()
-    optimizer = make_optimizer(list(model.parameters()), o)
-    losses: list[float] = []
-    bar = loss_bar(o.steps, desc, progress)
-    model.train()
-    while len(losses) < o.steps:
-        chosen = rng.choice(len(place_list), min(p.places_per_batch, len(place_list)), replace=False)
+def train_cosface(model: nn.Module, data: TrainSplit, o: CosPlaceOptions, rng: np.random.Generator,
+                  device: torch.device, progress: bool, desc: str) -> TrainLog:
+    """CosPlace: one CosFace classifier per group, one group per epoch (epoch % groups_num)."""
+    groups = cosplace_groups(data.utm, data.heading, o.group_m, o.alpha, o.group_n, o.group_l,
+                             o.min_images_per_class)[:o.groups_num]
+    if not groups:
+        raise BenchmarkError(f"no CosPlace class has {o.min_images_per_class} images; lower min_images_per_class")
+    step = CosFaceStep(model, groups, o)
+    return fit(step, cosface_batches(groups, o, data, rng), o.steps, o, device, desc, progress)
+
+
+def place_batches(place_list: list[np.ndarray], o: PlaceOptions, data: TrainSplit, rng: np.random.Generator
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """GSV-Cities style batches: `batch` places × up to `images_per_place` images, labelled by place."""
+    while True:
+        chosen = rng.choice(len(place_list), min(o.batch, len(place_list)), replace=False)
         rows, labels = [], []
         for label, place in enumerate(chosen):
             members = place_list[place]
-            picked = rng.choice(members, min(p.images_per_place, len(members)), replace=False)
+            picked = rng.choice(members, min(o.images_per_place, len(members)), replace=False)
             rows += picked.tolist()
             labels += [label] * len(picked)
-        descriptors = model(data.batch(rows, train=True).to(device))
-        target = torch.as_tensor(labels, device=device)
-        value = loss_fn(descriptors, target, miner(descriptors, target))
-        _step([optimizer], value)
-        losses.append(float(value.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    bar.close()
-    return losses
+        yield data.batch(rows, train=True), torch.as_tensor(labels)
+
+
+class MultiSimilarityStep(TrainStep):
+    """MultiSimilarity loss on the pairs its miner selects (pytorch-metric-learning)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.loss_fn, self.miner = multisimilarity()
+
+    def forward(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """The loss of a place batch."""
+        descriptors = self.model(images)
+        value = self.loss_fn(descriptors, labels, self.miner(descriptors, labels))
+        return {"multisimilarity": value, "total": value}
+
+
+def train_multisimilarity(model: nn.Module, data: TrainSplit, o: PlaceOptions, rng: np.random.Generator,
+                          device: torch.device, progress: bool, desc: str) -> TrainLog:
+    """MixVPR/SALAD: MultiSimilarity over place batches."""
+    place_list = places(data.utm, data.heading, o.cell_m, o.heading_deg)
+    if len(place_list) < 2:
+        raise BenchmarkError("fewer than two places with two images each; raise cell_m")
+    return fit(MultiSimilarityStep(model), place_batches(place_list, o, data, rng), o.steps, o, device, desc,
+               progress)

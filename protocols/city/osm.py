@@ -111,18 +111,20 @@ def _tags(value: object) -> dict:
     return {}
 
 
-def _lines(geometry) -> list[np.ndarray]:
+def geometry_parts(geometry) -> list:
+    """The single geometries of a (multi-part or single) shapely geometry; none for a missing or empty one."""
     if geometry is None or geometry.is_empty:
         return []
-    parts = geometry.geoms if hasattr(geometry, "geoms") else [geometry]
-    return [np.asarray(p.coords, np.float64)[:, :2] for p in parts if len(p.coords) >= 2]
+    return list(geometry.geoms) if hasattr(geometry, "geoms") else [geometry]
+
+
+def _lines(geometry) -> list[np.ndarray]:
+    return [np.asarray(p.coords, np.float64)[:, :2] for p in geometry_parts(geometry) if len(p.coords) >= 2]
 
 
 def _rings(geometry) -> list[np.ndarray]:
-    if geometry is None or geometry.is_empty:
-        return []
-    parts = geometry.geoms if hasattr(geometry, "geoms") else [geometry]
-    return [np.asarray(p.exterior.coords, np.float64)[:-1, :2] for p in parts if len(p.exterior.coords) >= 4]
+    return [np.asarray(p.exterior.coords, np.float64)[:-1, :2] for p in geometry_parts(geometry)
+            if len(p.exterior.coords) >= 4]
 
 
 def load_city(name: str) -> CityMap:

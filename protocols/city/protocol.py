@@ -20,14 +20,18 @@ from tqdm.auto import tqdm
 from benchmark.address import parse_address
 from protocols.city.captions import Captioner
 from protocols.city.card import write_card
-from protocols.city.osm import CityMap, StreetWay, load_city
+from protocols.city.osm import CityMap, StreetWay, geometry_parts, load_city
 from protocols.city.partition import Partition, PartitionOptions, partition_city, write_geojson
 from protocols.city.render import Camera, Conditions, Scene, jitter_camera, render
-from protocols.generated import GeneratedProtocol
+from protocols.generated import (
+    GeneratedProtocol,
+    candidate_addresses,
+    split_locations,
+    write_annotations,
+)
 from protocols.vpr_names import format_vpr_name
 
 STREET_MAP = "streets.geojson"
-SPLIT_SHARES = (0.7, 0.2)  # train, database; queries get the rest
 
 
 @dataclass(frozen=True)
@@ -66,28 +70,17 @@ def crop_city(city: CityMap, side_m: float) -> CityMap:
     streets = []
     for s in city.streets:
         clipped = LineString(s.coords).intersection(window)
-        for part in getattr(clipped, "geoms", [clipped]):
+        for part in geometry_parts(clipped):
             if isinstance(part, LineString) and not part.is_empty and part.length > 0:
                 streets.append(StreetWay(s.osm_id, s.name, s.highway, np.asarray(part.coords)[:, :2]))
     return replace(city, streets=streets, bounds=window.bounds)
 
 
-def split_locations(n: int, seed: int) -> np.ndarray:
-    """Split name per location, 7:2:1 by a seeded permutation."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_train, n_db = round(SPLIT_SHARES[0] * n), round(SPLIT_SHARES[1] * n)
-    split = np.empty(n, object)
-    split[order[:n_train]] = "train"
-    split[order[n_train:n_train + n_db]] = "database"
-    split[order[n_train + n_db:]] = "queries"
-    return split
-
-
 def plan_views(city: CityMap, partition: Partition, opts: CityOptions) -> list[_View]:
     """Every view to render: cameras, conditions, split and address; queries off the candidates dropped."""
-    splits = split_locations(len(partition.locations), opts.seed)
+    splits = split_locations(len(partition.locations), np.random.default_rng(opts.seed))
     address = {s.id: s.address for s in partition.sub_streets}
-    candidates = {address[loc.sub_street_id] for loc, s in zip(partition.locations, splits) if s != "queries"}
+    candidates = candidate_addresses((address[loc.sub_street_id] for loc in partition.locations), splits)
     rng = np.random.default_rng([opts.seed, 1])
     views = []
     for loc, split in zip(partition.locations, splits):
@@ -184,11 +177,7 @@ class CityProtocol(GeneratedProtocol):
         for view in views:
             tables[view.split][view.key] = [captioner.caption(view.camera), verbose_address(view.address),
                                             view.address]
-        (folder / "annotations").mkdir(parents=True, exist_ok=True)
-        for split, table in tables.items():
-            with open(folder / "annotations" / f"{self.prefix}_{split}.json", "w", encoding="utf-8") as f:
-                json.dump(table, f, indent=1, sort_keys=True, ensure_ascii=False)
-                f.write("\n")
+        write_annotations(folder, self.prefix, tables)
         write_geojson(partition, city, folder / STREET_MAP)
 
     def build(self, root: Path, preset: str, progress: bool = True) -> None:

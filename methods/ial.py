@@ -1,0 +1,72 @@
+"""The IAL contract beside RetrievalMethod: images and candidate addresses in one embedding space.
+
+A subclass supplies `fit` (build, load or train its model), `encode_images`, `encode_candidates` and
+`image_encoder`; the candidate set is encoded once after fitting, and top-k by cosine similarity, the
+footprint and the provenance are shared.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.dataset import Dataset
+from benchmark.measure import StageClock, module_bytes
+from benchmark.method import Footprint, Method, Prediction, QueryBatch, RunContext
+
+
+class IALMethod(Method):
+    """Candidate ranking: cosine top-k of an image's embedding over the candidate addresses' embeddings."""
+
+    family = "ial"
+
+    def __init__(self, options: Any, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.device = ctx.device
+        self._provenance: dict[str, Any] = {"source": "from-scratch"}
+
+    @abstractmethod
+    def fit(self, dataset: Dataset) -> None:
+        """Build the model: load weights, train, or read the state the runner cached."""
+
+    @abstractmethod
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images [B, ...] on self.device -> embeddings [B, D] (normalised afterwards)."""
+
+    @abstractmethod
+    def encode_candidates(self, addresses: list[str]) -> torch.Tensor:
+        """Candidate addresses -> embeddings [C, D] (normalised afterwards)."""
+
+    @abstractmethod
+    def image_encoder(self) -> nn.Module:
+        """The part of the model needed at inference besides the candidate matrix (for the footprint)."""
+
+    def prepare(self, dataset: Dataset) -> None:
+        """Fit, then encode the candidate set (train ∪ database addresses) once."""
+        self.fit(dataset)
+        self.candidates = list(dataset.address_book.addresses)
+        with torch.inference_mode():
+            self.candidate_features = F.normalize(self.encode_candidates(self.candidates).float(), dim=-1)
+
+    def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
+        """Encode the images, then cosine top-k over the cached candidate embeddings."""
+        with torch.inference_mode():
+            with clock.stage("encode"):
+                features = F.normalize(self.encode_images(batch.images.to(self.device)).float(), dim=-1)
+            with clock.stage("search"):
+                scores, ids = (features @ self.candidate_features.T).topk(min(k, len(self.candidates)), dim=1)
+                scores, ids = scores.cpu().tolist(), ids.cpu().tolist()
+        return [Prediction([self.candidates[i] for i in row], s) for row, s in zip(ids, scores)]
+
+    def footprint(self) -> Footprint:
+        """The image encoder's weights and the candidate embedding matrix (no text encoder at inference)."""
+        matrix = self.candidate_features
+        return Footprint(model=module_bytes(self.image_encoder()), database=matrix.numel() * matrix.element_size())
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the weights came from (the init file when fine-tuned from one)."""
+        return dict(self._provenance)
