@@ -14,7 +14,8 @@ EXAMPLES = {
     "ls": "example:\n  python -m benchmark ls",
     "run": (
         "examples:\n"
-        "  python -m benchmark run                                   # every method on the embedded default\n"
+        "  python -m benchmark run                                   # the headline methods on the embedded default\n"
+        "  python -m benchmark run --methods all                     # every method\n"
         "  python -m benchmark run --protocol tiny --methods tiny-images,prior --preset smoke\n"
         "  python -m benchmark run --protocol pitts_ial --data-root ~/datasets/Pitts-IAL --methods oracle-gps\n"
         "  python -m benchmark run --methods tiny-images:size=32,grey=false --seed 1 --out results/"
@@ -56,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", "run methods on a protocol and write results")
     run.add_argument("--protocol", default=None,
                      help="protocol name, generated ones optionally name:key=value,... (default: the embedded default)")
-    run.add_argument("--methods", default="all",
-                     help="comma-separated method names, each optionally name:key=value,key=value (default: all)")
+    run.add_argument("--methods", default="headline",
+                     help="comma-separated method names, each optionally name:key=value,key=value, or a set: "
+                          "headline (the default: references, AddressCLIP, CLIP + address, the best retrieval "
+                          "method) or all")
     run.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
     run.add_argument("--data-root", type=Path, default=None, help="dataset folder (real datasets) or build folder")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

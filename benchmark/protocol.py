@@ -26,6 +26,7 @@ class Protocol(ABC):
     version: str
     summary: str
     generated: bool = False
+    overrides: dict[str, str] = {}  # `name:key=value` options (generated protocols only)
 
     @abstractmethod
     def resolve_root(self, data_root: Path | None, preset: str) -> Path:

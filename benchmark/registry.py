@@ -43,6 +43,10 @@ class Registry:
             self._entries = entries
         return self._entries
 
+    def sets(self) -> dict[str, list[str]]:
+        """Named groups of entries from the package's SETS table (e.g. the main job's `headline` methods)."""
+        return dict(getattr(importlib.import_module(self.package), "SETS", {}))
+
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self.entries())

@@ -23,14 +23,21 @@ def run_label(run: RunResult | LoadedRun) -> str:
     return f"{method.name} ({', '.join(changed)})" if changed else method.name
 
 
-def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[LoadedRun]]:
-    """Per (protocol, preset): the newest run of each method variant on the newest data version.
+def protocol_label(run: RunResult) -> str:
+    """The protocol with the options given on the command line, e.g. `helsinki:queries=shifted`."""
+    given = run.protocol.overrides
+    return run.protocol.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(given.items())) if given else "")
 
-    Runs on an older data hash of the same protocol and preset are stale (the data changed) and left out.
+
+def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[LoadedRun]]:
+    """Per (protocol variant, preset): the newest run of each method variant on the newest data version.
+
+    Runs on an older data hash of the same protocol variant and preset are stale (the data changed) and
+    left out.
     """
     groups: dict[tuple[str, str], list[LoadedRun]] = {}
     for run in runs:
-        groups.setdefault((run.result.protocol.name, run.result.protocol.preset), []).append(run)
+        groups.setdefault((protocol_label(run.result), run.result.protocol.preset), []).append(run)
     out = {}
     for key, members in groups.items():
         data_hash = max(members, key=lambda r: r.result.created).result.protocol.data_hash
@@ -56,12 +63,6 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _training(training: TrainingInfo | None) -> str:
-    if training is None:
-        return "–"
-    return "cached" if training.cached else _num(training.wall_seconds, 1)
-
-
 def accuracy_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     """Table 2: SSA-1, SSA-5, SA-1, SA-5 per method (percent, with 95 % bootstrap intervals)."""
     rows = [{"Method": run_label(r), "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
@@ -70,12 +71,7 @@ def accuracy_table(runs: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
-    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory.
-
-    A "Training (s)" column (training wall time; "cached" when the trained state came from the cache) is
-    added when any run trained.
-    """
-    show_training = any(r.training is not None for r in runs)
+    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory."""
     rows = []
     for r in runs:
         cost = r.cost
@@ -89,9 +85,24 @@ def cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
             "Memory (MB)": _num(memory / MB, 1),
             "Throughput (q/s)": _num(cost.throughput_qps, 1),
         }
-        if show_training:
-            row["Training (s)"] = _training(r.training)
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """The training budget of every trained method: backbone and its start, input size, optimiser steps,
+    images through the model and wall time (of the run that trained it, when it came from the cache)."""
+    rows = []
+    for r in runs:
+        t: TrainingInfo | None = r.training
+        if t is None:
+            continue
+        seconds = _num(t.wall_seconds, 0) + (" (cached)" if t.cached else "")
+        rows.append({"Method": run_label(r), "Backbone": t.backbone or "–",
+                     "Input": "×".join(map(str, t.input_size)) if t.input_size else "–",
+                     "Steps": "–" if t.steps is None else f"{t.steps:,}",
+                     "Images seen": "–" if t.images_seen is None else f"{t.images_seen:,}",
+                     "Training (s)": seconds, "Seed": str(t.seed)})
     return pd.DataFrame(rows)
 
 
@@ -112,7 +123,8 @@ def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
     """The Markdown report of one protocol and preset."""
     first = runs[0].protocol
     parts = [
-        f"## {protocol} (v{first.version}, preset {first.preset}, {first.n_queries} queries, "
+        f"## {protocol}{' (robustness variant)' if first.overrides else ''} (v{first.version}, preset "
+        f"{first.preset}, {first.n_queries} queries, "
         f"{first.n_candidates} candidate sub-streets, data {first.data_hash[:12]})",
         "",
         "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
@@ -126,6 +138,10 @@ def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
     loc = localization_table(runs)
     if len(loc):
         parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False, disable_numparse=True)]
+    budget = training_table(runs)
+    if len(budget):
+        parts += ["", "### Training budget (CPU presets train from the same ResNet-18 start where they can)", "",
+                  budget.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(parts) + "\n"
 
 
@@ -133,7 +149,7 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) 
     """Render each protocol's (and preset's) tables from its newest runs; write one .md each and return the text."""
     groups = current_runs(load_results(results_dir))
     if protocol is not None:
-        groups = {k: v for k, v in groups.items() if k[0] == protocol}
+        groups = {k: v for k, v in groups.items() if k[0].split(":")[0] == protocol}
     if not groups:
         raise BenchmarkError(f"no result.json under {results_dir}"
                              + (f" for protocol {protocol}" if protocol else "")
@@ -142,7 +158,8 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) 
     texts, written = [], []
     for (name, preset), runs in groups.items():
         text = render_protocol(name, [run.result for run in runs])
-        path = out_dir / (f"{name}.md" if preset == "default" else f"{name}-{preset}.md")
+        stem = name.replace(":", "_").replace(",", "_").replace("=", "-")
+        path = out_dir / (f"{stem}.md" if preset == "default" else f"{stem}-{preset}.md")
         tmp = path.with_suffix(".md.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

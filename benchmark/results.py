@@ -16,7 +16,7 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -118,6 +118,13 @@ class _Check:
         value, path = self.value(obj, base, key, optional)
         return self.as_obj(value, path, null or optional)
 
+    def string_map(self, obj: Mapping[str, Any], base: str, key: str) -> dict[str, str]:
+        mapping = self.obj(obj, base, key)
+        for name, value in mapping.items():
+            if not isinstance(value, str):
+                self.fail(_join(_join(base, key), name), f"must be a string, got {_shown(value)}")
+        return dict(mapping)
+
     def as_obj(self, value: Any, path: str, null: bool = False) -> dict[str, Any] | None:
         if value is None and null:
             return None
@@ -184,12 +191,14 @@ class ProtocolInfo:
     preset: str
     root: str
     options: dict[str, Any] | None = None  # generator options of generated protocols (key left out when None)
+    overrides: dict[str, str] = field(default_factory=dict)  # `--protocol name:key=value` given on the command line
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys as in result.json."""
         out = {"name": self.name, "version": self.version, "data_hash": self.data_hash,
                "n_queries": self.n_queries, "n_queries_dropped": self.n_queries_dropped,
-               "n_candidates": self.n_candidates, "preset": self.preset, "root": self.root}
+               "n_candidates": self.n_candidates, "preset": self.preset, "root": self.root,
+               "overrides": dict(self.overrides)}
         if self.options is not None:
             out["options"] = copy.deepcopy(self.options)
         return out
@@ -200,7 +209,8 @@ class ProtocolInfo:
                    data_hash=c.string(data, base, "data_hash"), n_queries=c.integer(data, base, "n_queries"),
                    n_queries_dropped=c.integer(data, base, "n_queries_dropped"),
                    n_candidates=c.integer(data, base, "n_candidates"), preset=c.string(data, base, "preset"),
-                   root=c.string(data, base, "root"), options=c.obj(data, base, "options", optional=True))
+                   root=c.string(data, base, "root"), options=c.obj(data, base, "options", optional=True),
+                   overrides=c.string_map(data, base, "overrides"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,13 +257,9 @@ class MethodInfo:
 
     @classmethod
     def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> MethodInfo:
-        overrides = c.obj(data, base, "overrides")
-        for key, value in overrides.items():
-            if not isinstance(value, str):
-                c.fail(_join(_join(base, "overrides"), key), f"must be a string, got {_shown(value)}")
         return cls(name=c.string(data, base, "name"),
                    family=c.string(data, base, "family", choices=FAMILIES),  # type: ignore[arg-type]
-                   options=c.obj(data, base, "options"), overrides=dict(overrides),
+                   options=c.obj(data, base, "options"), overrides=c.string_map(data, base, "overrides"),
                    config_hash=c.string(data, base, "config_hash"),
                    weights=Provenance._read(c, c.obj(data, base, "weights"), _join(base, "weights")),
                    cache_key=c.string(data, base, "cache_key", null=True))
@@ -468,7 +474,8 @@ class RunResult:
 
 
 def migrate_1_0_to_1_1(data: dict[str, Any]) -> dict[str, Any]:
-    """1.0 -> 1.1: add `method.cache_key` and `training` (both null); `method.overrides` {} where it is absent.
+    """1.0 -> 1.1: add `method.cache_key` and `training` (both null); `method.overrides` and
+    `protocol.overrides` {} where absent.
 
     A 1.0 file does not record how a model was trained (cache key, steps, time), so `training` is null even
     when `method.weights.source` is 'from-scratch'. 1.0 files written before `method.overrides` existed get
@@ -476,6 +483,8 @@ def migrate_1_0_to_1_1(data: dict[str, Any]) -> dict[str, Any]:
     Returns a new dict (the input is left alone).
     """
     out = dict(data)
+    if isinstance(out.get("protocol"), dict):
+        out["protocol"] = {**out["protocol"], "overrides": out["protocol"].get("overrides", {})}
     method = out.get("method")
     if isinstance(method, dict):
         method = dict(method)

@@ -66,7 +66,8 @@ class RunSpec:
 
 
 def parse_methods(text: str) -> list[tuple[str, dict[str, str]]]:
-    """Parse 'a,b:x=1,y=2,c' into [(a, {}), (b, {x: 1, y: 2}), (c, {})]; 'all' means every registered method."""
+    """Parse 'a,b:x=1,y=2,c' into [(a, {}), (b, {x: 1, y: 2}), (c, {})]; 'all' means every registered method
+    and a set name (methods.SETS, e.g. 'headline') its methods."""
     out: list[tuple[str, dict[str, str]]] = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
@@ -84,9 +85,11 @@ def parse_methods(text: str) -> list[tuple[str, dict[str, str]]]:
             if not eq:
                 raise BenchmarkError(f"--methods {text!r}: expected name:key=value, got {token!r}")
             out[-1][1][key.strip()] = value.strip()
-    if any(name == "all" for name, _ in out):
-        given = {name: opts for name, opts in out if name != "all"}
-        out = [(name, given.get(name, {})) for name in METHODS.names()]
+    groups = {"all": METHODS.names(), **METHODS.sets()}
+    if any(name in groups for name, _ in out):
+        given = {name: opts for name, opts in out if name not in groups}
+        wanted = [m for name, _ in out for m in groups.get(name, [name])]
+        out = [(name, given.get(name, {})) for name in dict.fromkeys(wanted)]
     if not out:
         raise BenchmarkError("--methods is empty; name at least one method (or 'all')")
     return out
@@ -245,7 +248,8 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         protocol=ProtocolInfo(name=protocol.name, version=protocol.version, data_hash=dataset.data_hash,
                               n_queries=n, n_queries_dropped=len(dataset.dropped_queries),
                               n_candidates=len(dataset.address_book), preset=spec.preset, root=str(dataset.root),
-                              options=protocol.record(spec.preset).get("options")),
+                              options=protocol.record(spec.preset).get("options"),
+                              overrides=dict(protocol.overrides)),
         method=MethodInfo(name=cls.name, family=cls.family, options=dataclasses.asdict(options),
                           overrides=dict(overrides or {}), config_hash=chash,
                           weights=Provenance(**method.provenance()), cache_key=key),

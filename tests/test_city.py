@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmark.address import parse_address
+from benchmark.errors import BenchmarkError
 from benchmark.registry import PROTOCOLS
 from protocols.city.osm import load_city
 from protocols.city.protocol import STREET_MAP
@@ -65,3 +66,35 @@ def test_street_map_geojson_holds_every_address(smoke):
     for address in mapped:
         assert parse_address(address).text == address
 
+
+
+def test_queries_come_from_the_campaign_unless_shifted_and_training_views_can_vary():
+    from protocols.city.partition import PartitionOptions, partition_city
+    from protocols.city.protocol import crop_city, plan_views
+    from protocols.city.render import Conditions
+
+    protocol = PROTOCOLS.get("helsinki")
+    city = load_city("helsinki")
+    base = protocol.options("smoke")
+    partition = partition_city(crop_city(city, base.crop_m), PartitionOptions(
+        junction_merge_m=base.junction_merge_m, min_locations=base.min_locations, spacing_m=base.spacing_m,
+        headings=base.headings))
+    day = Conditions.day()
+
+    def views(**overrides):
+        return plan_views(city, partition, protocol.with_options(overrides).options("smoke"))
+
+    campaign, shifted = views(), views(queries="shifted")
+    for plan in (campaign, shifted):
+        assert all(v.conditions == day for v in plan if v.split != "queries")
+    assert all(v.conditions == day for v in campaign if v.split == "queries")
+    assert all(v.conditions != day for v in shifted if v.split == "queries")
+    points = {(round(loc.east, 6), round(loc.north, 6)) for loc in partition.locations}
+    queries = [v.camera for v in campaign if v.split == "queries"]
+    assert not any((round(c.east, 6), round(c.north, 6)) in points for c in queries)  # poses stay jittered
+    assert all((round(v.camera.east, 6), round(v.camera.north, 6)) in points for v in campaign if v.split == "train")
+    varied = [v for v in views(train_conditions="varied") if v.split == "train"]
+    share = sum(v.conditions != day for v in varied) / len(varied)
+    assert 0.65 < share < 0.85
+    with pytest.raises(BenchmarkError, match="campaign or shifted"):
+        protocol.with_options({"queries": "night"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.report import cost_table, current_runs, run_label, write_report
+from benchmark.report import cost_table, current_runs, run_label, training_table, write_report
 from benchmark.results import (
     MIGRATIONS,
     RESULT_FILE,
@@ -115,12 +115,15 @@ def test_report_keeps_the_newest_run_per_variant_on_the_newest_data(tmp_path):
     assert rows == [("oracle-gps", "x"), ("prior", "new"), ("prior (size=8)", "variant")]
 
 
-def test_cost_table_shows_training_time_only_when_a_run_trained():
-    plain = cost_table([_run("prior"), _run("oracle-gps")])
-    assert "Training (s)" not in plain.columns
-    cached = TrainingInfo(seed=0, cache_key="ef" * 32, cached=True, wall_seconds=None)
-    table = cost_table([_run("gem", training=TRAINED), _run("netvlad", training=cached), _run("prior")])
-    assert list(table["Training (s)"]) == ["12.2", "cached", "–"]
+def test_training_table_lists_the_budget_of_trained_runs_only():
+    assert training_table([_run("prior"), _run("oracle-gps")]).empty
+    cached = TrainingInfo(seed=0, cache_key="ef" * 32, cached=True, wall_seconds=30.0, steps=5, images_seen=20,
+                          backbone="resnet18 from the kotka backbone", input_size=[64, 88])
+    table = training_table([_run("gem", training=TRAINED), _run("netvlad", training=cached), _run("prior")])
+    assert list(table["Method"]) == ["gem", "netvlad"]
+    assert list(table["Training (s)"]) == ["12", "30 (cached)"] and list(table["Input"])[1] == "64×88"
+    assert list(table["Steps"]) == ["40", "5"] and list(table["Images seen"]) == ["160", "20"]
+    assert "Training (s)" not in cost_table([_run("gem", training=TRAINED)]).columns
 
 
 def test_malformed_or_foreign_result_files(tmp_path):

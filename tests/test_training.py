@@ -102,13 +102,13 @@ def test_checkpoint_store_keeps_weights_summary_and_loss_log(tmp_path):
         return fit(step, batches(4), 5, options, torch.device("cpu"), "store", False)
 
     first = train_or_load(tmp_path / "m", step.load_state_dict, train, step.state_dict,
-                          {"backbone": "linear", "input_size": [3]})
+                          lambda: {"backbone": "linear", "input_size": [3]})
     assert not first.cached and first.steps == 5 and first.images_seen == 20 and first.backbone == "linear"
     rows = [json.loads(line) for line in Path(first.loss_log).read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5] and {"lr", "mse", "total"} <= set(rows[0])
 
     other = Regression()
-    second = train_or_load(tmp_path / "m", other.load_state_dict, train, other.state_dict, {})
+    second = train_or_load(tmp_path / "m", other.load_state_dict, train, other.state_dict, dict)
     assert second.cached and second.steps == 5 and len(calls) == 1
     assert torch.equal(other.linear.weight, step.linear.weight)
     assert CheckpointStore(tmp_path / "m").loss_log() == rows

@@ -43,7 +43,7 @@ LOSS_TERMS = ("address", "caption", "geography")
 class ClipOptions:
     """Model and inference options of every CLIP method."""
 
-    model: str = "ial-small"  # one of methods.addressclip.model.SMALL_CONFIGS or an open_clip config name
+    model: str = "ial-r18"  # one of methods.addressclip.model.SMALL_CONFIGS or an open_clip config name
     quick_gelu: bool = False  # OpenAI's CLIP weights were trained with QuickGELU
     weights: str = ""  # a CLIP state dict (OpenAI / open_clip layout) or an ialbench checkpoint
     pretrained: bool = False  # the preset starts from CLIP weights, so `weights` is required
@@ -88,8 +88,8 @@ class CoOpOptions(TrainOptions):
     n_ctx: int = 16
 
 
-SMOKE = {"model": "ial-tiny", "epochs": 3, "batch": 32, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 10}
-DEFAULT = {"model": "ial-small", "epochs": 1, "batch": 64, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 20}
+SMOKE = {"model": "ial-r18-tiny", "epochs": 3, "batch": 32, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 10}
+DEFAULT = {"model": "ial-r18", "epochs": 1, "batch": 64, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 20}
 PAPER = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True, "augment": 0.0, "epochs": 100, "batch": 32,
          "lr": 2.4e-5, "lr_min": 2.4e-8, "warmup_steps": 0, "preload": False, "workers": 8}
 PAPER_INFERENCE = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True}
@@ -99,7 +99,7 @@ class ClipMethod(IALMethod):
     """An open_clip CLIP: image tower + text tower, candidates written by `template` and encoded once."""
 
     Options: ClassVar[type] = ClipOptions
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {"model": "ial-tiny"}, "default": {},
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {"model": "ial-r18-tiny"}, "default": {},
                                                     "paper": PAPER_INFERENCE}
 
     def __init__(self, options: Any, ctx: RunContext):
@@ -166,8 +166,14 @@ class ClipMethod(IALMethod):
             return checkpoint(weights, None if extra is None else extra.detach().cpu(), meta)
 
         self.training = train_or_load(self.ctx.cache_dir, load, train, state,
-                                      {"backbone": self.options.model, "input_size": list(self.transform.size)},
+                                      lambda: {"backbone": self.backbone(), "input_size": list(self.transform.size)},
                                       main=processes(self.device).main)
+
+    def backbone(self) -> str:
+        """The image tower and where training started it (for the training record)."""
+        vision = model_config(self.options.model)["vision_cfg"]
+        tower = f"{vision['resnet']} {vision['cut']} + GeM" if "resnet" in vision else self.options.model
+        return f"{tower} from {Path(self.options.weights).name if self.options.weights else 'scratch'}"
 
     def fit_step(self, step: TrainStep, source: TorchDataset) -> TrainLog:
         """Run the shared fit loop over epochs of a dataset of (input, row index) pairs."""

@@ -8,12 +8,25 @@ from typing import Any
 import open_clip
 import torch
 from open_clip.model import CLIP
+from torch import nn
 
 from benchmark.errors import BenchmarkError
 
 # Small configs for training from scratch on a CPU. The vocabulary is CLIP's BPE (shipped in open_clip),
 # so the token embedding keeps its 49,408 rows; the image side is 4:3 like the embedded city's renders.
+# The "ial-r18" configs give CLIP the retrieval methods' image backbone (ResNet-18 cut after layer3, i.e. conv4,
+# at their input size) with GeM pooling and a linear projection, so the comparison measures the method.
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
+    "ial-r18": {
+        "embed_dim": 128,
+        "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [64, 88]},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+    },
+    "ial-r18-tiny": {
+        "embed_dim": 64,
+        "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [48, 64]},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    },
     "ial-small": {
         "embed_dim": 128,
         "vision_cfg": {"image_size": [96, 128], "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
@@ -40,13 +53,38 @@ def model_config(name: str) -> dict[str, Any]:
     return copy.deepcopy(config)
 
 
+class ResNetTower(nn.Module):
+    """A CLIP image tower on a ResNet trunk (the dvgl Sequential layout under `trunk.`): GeM, then a linear
+    projection to the joint embedding."""
+
+    def __init__(self, resnet: str, cut: str, image_size: list[int], embed_dim: int):
+        super().__init__()
+        from methods.vpr.backbones import resnet_sequential
+        from methods.vpr.heads import GeM
+
+        self.trunk, channels = resnet_sequential(resnet, cut)
+        self.pool = GeM()
+        self.proj = nn.Linear(channels, embed_dim)
+        self.image_size = tuple(image_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, embed_dim]."""
+        return self.proj(self.pool(self.trunk(images)).flatten(1))
+
+
 def build_clip(name: str, quick_gelu: bool, seed: int) -> CLIP:
     """A freshly initialised open_clip CLIP (weights depend only on `seed`)."""
     config = model_config(name)
     config.pop("quick_gelu", None)
+    vision = config["vision_cfg"]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return CLIP(**config, quick_gelu=quick_gelu)
+        if "resnet" not in vision:
+            return CLIP(**config, quick_gelu=quick_gelu)
+        tiny_vit = {"image_size": 16, "layers": 1, "width": 8, "head_width": 8, "patch_size": 16}
+        model = CLIP(**{**config, "vision_cfg": tiny_vit}, quick_gelu=quick_gelu)
+        model.visual = ResNetTower(vision["resnet"], vision["cut"], vision["image_size"], config["embed_dim"])
+        return model
 
 
 def image_size(model: CLIP) -> tuple[int, int]:

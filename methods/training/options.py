@@ -27,3 +27,4 @@ class FitOptions:
     accumulate: int = 1  # batches whose gradients are summed into one optimiser step
     bf16: bool = False  # bfloat16 autocast of the forward pass (CPU and CUDA)
     augment: float = 0.5  # photometric augmentation strength of training images (0: off)
+

@@ -70,10 +70,12 @@ class CheckpointStore:
 
 
 def train_or_load(cache_dir: Path | None, load: Callable[[dict[str, Any]], None], train: Callable[[], TrainLog],
-                  state: Callable[[], dict[str, Any]], about: dict[str, Any], main: bool = True) -> TrainingSummary:
+                  state: Callable[[], dict[str, Any]], about: Callable[[], dict[str, Any]],
+                  main: bool = True) -> TrainingSummary:
     """Load the state cached under the runner's key, or train, then cache it (main process only).
 
-    `load` takes a saved state; `train` fits and returns its log; `state` gives what to save afterwards.
+    `load` takes a saved state; `train` fits and returns its log; `state` gives what to save afterwards and
+    `about` the backbone and input size to record.
     """
     if cache_dir is None:
         raise RuntimeError("a trained method was given no cache folder; set `trains = True` on its class")
@@ -83,8 +85,8 @@ def train_or_load(cache_dir: Path | None, load: Callable[[dict[str, Any]], None]
         return store.summary(cached=True)
     log = train()
     if main:
-        summary = store.save(state(), log, about)
+        summary = store.save(state(), log, about())
     else:
-        summary = TrainingSummary(log.steps, log.images_seen, log.wall_seconds, cached=False, **about)
+        summary = TrainingSummary(log.steps, log.images_seen, log.wall_seconds, cached=False, **about())
     barrier()
     return summary

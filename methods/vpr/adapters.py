@@ -83,7 +83,9 @@ class VPRMethod(RetrievalMethod):
 
         self.training = train_or_load(self.ctx.cache_dir, model.load_state_dict, train,
                                       lambda: {k: v.cpu() for k, v in model.state_dict().items()},
-                                      {"backbone": o.backbone, "input_size": [o.image_h, o.image_w]}, procs.main)
+                                      lambda: {"backbone": f"{o.backbone} from scratch",
+                                               "input_size": [o.image_h, o.image_w]},
+                                      procs.main)
         path = self.ctx.cache_dir / "model.pt"
         self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
         return model
@@ -127,10 +129,10 @@ class TupleMethod(VPRMethod):
                                     self.ctx.device, self.ctx.progress, f"{self.name}: training")
 
 
-def _trunk(backbone: str, cut: str) -> tuple[nn.Module, int]:
+def _trunk(backbone: str, cut: str, frozen: int) -> tuple[nn.Module, int]:
     if backbone == "vgg16":
         return vgg16_encoder()
-    return resnet_sequential(backbone, cut, frozen=2)
+    return resnet_sequential(backbone, cut, frozen=frozen)
 
 
 class NetVLADMethod(TupleMethod):
@@ -140,13 +142,13 @@ class NetVLADMethod(TupleMethod):
     Options = NetVLADOptions
     PRESETS = {"smoke": {**SMOKE, "clusters": 8, "kmeans_images": 40, "cache_queries": 8, "cache_negatives": 64},
                "default": {},
-               "paper": {"augment": 0.0, "backbone": "vgg16", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
+               "paper": {"frozen": 2, "augment": 0.0, "backbone": "vgg16", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "clusters": 64, "steps": 75_000,
                          "lr": 1e-4, "optimizer": "sgd", "weight_decay": 1e-3, "kmeans_images": 500}}
 
     def build_network(self) -> VPRNet:
         """Trunk (VGG-16 conv5_3 or ResNet cut) + NetVLAD, keys `encoder.*` / `pool.*`."""
-        trunk, channels = _trunk(self.options.backbone, self.options.cut)
+        trunk, channels = _trunk(self.options.backbone, self.options.cut, self.options.frozen)
         return VPRNet(NANNE, trunk, NetVLAD(self.options.clusters, channels))
 
     def before_training(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> None:
@@ -191,13 +193,13 @@ class GeMMethod(TupleMethod):
     convention = "dvgl"
     PRESETS = {"smoke": {**SMOKE, "cache_queries": 8, "cache_negatives": 64},
                "default": {},
-               "paper": {"augment": 0.0, "backbone": "resnet50", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
+               "paper": {"frozen": 2, "augment": 0.0, "backbone": "resnet50", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "steps": 50_000, "lr": 1e-5,
                          "optimizer": "adam"}}
 
     def build_network(self) -> VPRNet:
         """Trunk + Sequential(L2Norm, GeM, Flatten, L2Norm), keys `backbone.*` / `aggregation.1.p`."""
-        trunk, _ = _trunk(self.options.backbone, self.options.cut)
+        trunk, _ = _trunk(self.options.backbone, self.options.cut, self.options.frozen)
         return VPRNet(DVGL, trunk, nn.Sequential(L2Norm(1), GeM(), nn.Flatten(), L2Norm(1)))
 
 
@@ -208,13 +210,13 @@ class CosPlaceMethod(VPRMethod):
     Options = CosPlaceOptions
     PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32},
                "default": {"batch": 32},
-               "paper": {"augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
+               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
                          "steps": 500_000, "iterations_per_epoch": 10_000, "min_images_per_class": 10,
                          "lr": 1e-5, "optimizer": "adam"}}
 
     def build_network(self) -> VPRNet:
         """ResNet children up to layer4 + CosPlaceHead, keys `backbone.{0,1,4..7}` / `aggregation.{1,3}`."""
-        trunk, channels = resnet_sequential(self.options.backbone, "layer4", frozen=2)
+        trunk, channels = resnet_sequential(self.options.backbone, "layer4", frozen=self.options.frozen)
         return VPRNet(DVGL, trunk, CosPlaceHead(channels, self.options.fc_dim))
 
     def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
@@ -245,14 +247,14 @@ class MixVPRMethod(PlaceMethod):
     Options = MixVPROptions
     PRESETS = {"smoke": {**SMOKE, "out_channels": 16, "mix_depth": 1},
                "default": {"batch": 16},
-               "paper": {"backbone": "resnet50", "image_h": 320, "image_w": 320, "out_channels": 1024,
+               "paper": {"frozen": 2, "backbone": "resnet50", "image_h": 320, "image_w": 320, "out_channels": 1024,
                          "out_rows": 4, "mix_depth": 4, "batch": 120, "steps": 40_000, "lr": 0.05,
                          "optimizer": "sgd", "weight_decay": 1e-3}}
 
     def build_network(self) -> VPRNet:
         """The feature map size follows from the image size (stride 16 after layer3)."""
         o = self.options
-        trunk = ResNetTrunk(o.backbone, "layer3", frozen=2)
+        trunk = ResNetTrunk(o.backbone, "layer3", frozen=o.frozen)
         head = MixVPR(trunk.out_channels, _feature_size(o.image_h), _feature_size(o.image_w), o.out_channels,
                       o.mix_depth, 1, o.out_rows)
         return VPRNet(LIGHTNING, trunk, head)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -88,8 +89,10 @@ def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) ->
     plt.close(fig)
 
 
-def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, source: str) -> Path:
-    """Write CARD.md with partition_map.png and contact_sheet.png into out_dir; return the card's path."""
+def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, source: str,
+               notes: Sequence[str] = ()) -> Path:
+    """Write CARD.md with partition_map.png and contact_sheet.png into out_dir (and `notes`, Markdown lines,
+    at the end); return the card's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_partition(geojson, out_dir / "partition_map.png", f"{title}: sub-streets")
     contact_sheet(dataset, out_dir / "contact_sheet.png")
@@ -118,6 +121,7 @@ def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, sourc
         "",
         "![contact sheet](contact_sheet.png)",
         "",
+        *notes,
     ]
     card = out_dir / "CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")

