@@ -128,11 +128,6 @@ class Method(ABC):
     def footprint(self) -> Footprint:
         """Bytes needed at inference."""
 
-    @classmethod
-    def cache_inputs(cls, options: Any) -> dict[str, Any]:
-        """Files besides the data that training reads (e.g. a pre-trained backbone), for the cache key."""
-        return {}
-
     def provenance(self) -> dict[str, Any]:
         """Where the weights came from: {'source': 'none' | 'from-scratch' | 'file', 'path', 'sha256'}."""
         return {"source": "none"}
@@ -155,7 +150,6 @@ def training_options(cls: type[Method], options: Any) -> dict[str, Any]:
 
 
 def cache_key(cls: type[Method], options: Any, seed: int, data_hash: str, weights_sha256: str | None) -> str:
-    """The one key of a trained state: method, training options, seed, data hash, the --weights file's hash
-    and any other input the method declares (`cache_inputs`)."""
+    """The one key of a trained state: method, training options, seed, data hash and the --weights file's hash."""
     return json_sha256({"method": cls.name, "options": training_options(cls, options), "seed": seed,
-                        "data_hash": data_hash, "weights_sha256": weights_sha256, **cls.cache_inputs(options)})
+                        "data_hash": data_hash, "weights_sha256": weights_sha256})

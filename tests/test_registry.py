@@ -93,3 +93,9 @@ def test_smoke_run_on_tiny_writes_valid_topk_lists(name, tiny_dataset, one_threa
         assert set(topk) <= candidates, f"{row['image']}: {set(topk) - candidates} not in the candidate set"
         assert len(scores) == len(topk), row
         assert all(a >= b for a, b in zip(scores, scores[1:])), f"{row['image']}: scores increase: {scores}"
+
+
+@pytest.mark.parametrize("group", sorted(METHODS.sets()))
+def test_every_method_set_names_registered_methods(group):
+    members = METHODS.sets()[group]
+    assert members and len(set(members)) == len(members) and set(members) <= set(NAMES)

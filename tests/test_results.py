@@ -247,3 +247,18 @@ def test_report_of_committed_1_0_results_is_unchanged(tmp_path):
 def test_latency_from_summary():
     lat = latency_from_summary({"encode": {"median": 1, "p90": 2}})
     assert lat == {"encode": StageLatency(median=1.0, p90=2.0)} and isinstance(lat["encode"].median, float)
+
+
+def test_a_protocol_variant_is_its_own_report_section_and_file(tmp_path):
+    from dataclasses import replace
+
+    base = _run(created="2026-02-01T00:00:00+00:00")
+    shifted = replace(base, protocol=replace(base.protocol, data_hash="h2", overrides={"queries": "shifted"}),
+                      created="2026-02-02T00:00:00+00:00")
+    write_run(tmp_path / "r", base, [], "base")
+    write_run(tmp_path / "r", shifted, [], "shifted")
+    groups = current_runs(load_results(tmp_path / "r"))
+    assert set(groups) == {("tiny", "default"), ("tiny:queries=shifted", "default")}  # neither is stale
+    text, written = write_report(tmp_path / "r", tmp_path / "out")
+    assert sorted(p.name for p in written) == ["tiny.md", "tiny_queries-shifted.md"]
+    assert "## tiny:queries=shifted (robustness variant)" in text

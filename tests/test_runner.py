@@ -16,6 +16,10 @@ def test_parse_methods_with_options():
         ("prior", {}), ("tiny-images", {"size": "32", "grey": "false"}), ("oracle-gps", {})]
     assert [n for n, _ in parse_methods("all")] == METHODS.names()
     assert dict(parse_methods("all,tiny-images:size=8"))["tiny-images"] == {"size": "8"}
+    headline = METHODS.sets()["headline"]
+    assert [n for n, _ in parse_methods("headline")] == headline
+    assert [n for n, _ in parse_methods("headline,gem:steps=2")] == [*headline, "gem"]
+    assert dict(parse_methods("headline,mixvpr:steps=2"))["mixvpr"] == {"steps": "2"}
     for bad in ("", "size=3,prior", "prior:size"):
         with pytest.raises(BenchmarkError):
             parse_methods(bad)
