@@ -18,7 +18,7 @@ from benchmark.metrics import (
     summarize,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "recall"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "recall"
 
 T = "Main St, Down (First Ave, Down)"
 T_OTHER_SUB = "Main St, Down (Second Ave, Down)"

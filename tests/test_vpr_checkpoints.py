@@ -1,4 +1,4 @@
-"""Official checkpoint layouts (shared/reference/checkpoints/*.json) load through the `weights` option."""
+"""Official checkpoint layouts (tests/data/reference/checkpoints/*.json) load through the `weights` option."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from benchmark.method import RunContext, make_options
 from benchmark.registry import METHODS
 from methods.vpr.models import load_official, unwrap_state_dict
 
-CHECKPOINTS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parent / "data" / "reference" / "checkpoints"
 
 
 def network(method: str, **overrides: str) -> torch.nn.Module:
@@ -26,7 +26,7 @@ def network(method: str, **overrides: str) -> torch.nn.Module:
 def reference_layout(name: str) -> dict[str, list[int]]:
     """key -> shape of an official full-model state_dict."""
     path = CHECKPOINTS / name
-    assert path.is_file(), f"reference checkpoint layout {path} is missing (shared/ must sit beside the checkout)"
+    assert path.is_file(), f"reference checkpoint layout {path} is missing (copied from the official implementations' tensors; see tests/data/reference/README.md)"
     return {t["key"]: t["shape"] for t in json.loads(path.read_text())["tensors"]}
 
 

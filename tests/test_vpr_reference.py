@@ -1,6 +1,6 @@
 """Equivalence contract: the re-implemented VPR heads and losses against tensors from the official repos.
 
-Fixtures and tolerances: shared/reference/README.md (the shared/ folder sits beside the repository checkout).
+Fixtures and tolerances: tests/data/reference/README.md (golden tensors from the official implementations).
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from methods.vpr.losses import (
     split_tuples,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 HEAD_ATOL = 1e-5  # README: heads < 1e-5 always (≲ 1e-6 expected)
 LOSS_ATOL = 1e-6  # README: SARE / triplet ≲ 1e-6
 LOGIT_ATOL = 1e-4  # README: CosFace logits are scaled by s=30
 
 
 def load(relative: str) -> dict[str, Any]:
-    """Load one reference fixture, failing with a clear message when shared/reference is missing."""
+    """Load one reference fixture (tests/data/reference), failing with a clear message when it is missing."""
     path = REFERENCE / relative
-    assert path.is_file(), f"reference fixture {path} is missing (shared/ must sit beside the checkout)"
+    assert path.is_file(), f"reference fixture {path} is missing (copied from the official implementations' tensors; see tests/data/reference/README.md)"
     return torch.load(path, weights_only=True)
 
 
