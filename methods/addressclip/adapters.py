@@ -158,8 +158,8 @@ class ClipMethod(IALMethod):
         """The image tower (the text tower is not needed once the candidates are encoded)."""
         return self.model.visual
 
-    def train_or_load(self, dataset: Dataset, train: Callable[[], TrainLog],
-                      load: Callable[[dict[str, Any]], None], context: Callable[[], torch.Tensor | None]) -> None:
+    def cached_training(self, train: Callable[[], TrainLog], load: Callable[[dict[str, Any]], None],
+                        context: Callable[[], torch.Tensor | None]) -> None:
         """The runner-keyed cache: load the saved checkpoint, or train and save it in the ialbench layout."""
         meta = {"method": self.name, "options": asdict(self.options)}
 
@@ -219,7 +219,7 @@ class ContrastiveMethod(ClipMethod):
         def load(saved: dict[str, Any]) -> None:
             load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
 
-        self.train_or_load(dataset, train, load, lambda: None)
+        self.cached_training(train, load, lambda: None)
 
 
 class CLIPAddress(ContrastiveMethod):
@@ -283,7 +283,7 @@ class CoOp(ClipMethod):
             load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
             self.prompts.context.data.copy_(saved["context"])
 
-        self.train_or_load(dataset, train, load, lambda: self.prompts.context)
+        self.cached_training(train, load, lambda: self.prompts.context)
 
     def image_features(self, dataset: Dataset) -> torch.Tensor:
         """Frozen image features of the train split (computed once: the image tower does not change)."""
