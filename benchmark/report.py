@@ -140,7 +140,7 @@ def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
         parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False, disable_numparse=True)]
     budget = training_table(runs)
     if len(budget):
-        parts += ["", "### Training budget (CPU presets train from the same ResNet-18 start where they can)", "",
+        parts += ["", "### Training budget (backbone, input, optimiser steps, images through the model, seconds)", "",
                   budget.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(parts) + "\n"
 
