@@ -18,7 +18,8 @@ EXAMPLES = {
         "  python -m benchmark run --methods all                     # every method\n"
         "  python -m benchmark run --protocol tiny --methods tiny-images,prior --preset smoke\n"
         "  python -m benchmark run --protocol pitts_ial --data-root ~/datasets/Pitts-IAL --methods oracle-gps\n"
-        "  python -m benchmark run --methods tiny-images:size=32,grey=false --seed 1 --out results/"
+        "  python -m benchmark run --methods tiny-images:size=32,grey=false --seed 1 --out results/\n"
+        "  python -m benchmark run --methods addressclip,mixvpr --seeds 0,1,2   # seed spread in the report"
     ),
     "data": (
         "examples:\n"
@@ -28,6 +29,12 @@ EXAMPLES = {
         "  python -m benchmark data build --protocol helsinki:spacing_m=5,headings=4"
     ),
     "report": "example:\n  python -m benchmark report --results results/ --out reports/",
+    "compare": (
+        "examples:\n"
+        "  python -m benchmark compare results/baselines/smoke results/   # gate a run against the committed baseline\n"
+        "  python -m benchmark compare old/result.json new/result.json --strict --json diff.json\n"
+        "  python -m benchmark compare results/baselines/smoke results/ --update-baseline"
+    ),
 }
 
 
@@ -44,10 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmark", formatter_class=fmt,
         description="ialbench: image address localization vs. place recognition + reverse geocoding.",
         epilog="example:\n  python -m benchmark run --protocol tiny --methods all\n"
-               "exit codes: 0 success, 1 a check failed, 2 bad usage or bad input")
+               "exit codes: 0 success, 1 a check failed or a regression, 2 bad usage or bad input, "
+               "3 not comparable (compare)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report,compare}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, epilog=EXAMPLES[name], formatter_class=fmt, parents=[common])
@@ -64,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
     run.add_argument("--data-root", type=Path, default=None, help="dataset folder (real datasets) or build folder")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    run.add_argument("--seed", type=int, default=0)
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", default=None,
+                       help="comma-separated seeds, e.g. 0,1,2: one result per method and seed (reports show their "
+                            "mean ± sd)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     run.add_argument("--weights", type=Path, default=None,
                      help="evaluate this local checkpoint (official or ialbench layout) with the one method named")
@@ -84,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("reports"))
     report.add_argument("--protocol", default=None, help="only this protocol")
+
+    from benchmark.compare import Thresholds
+
+    defaults = Thresholds()
+    compare = add("compare", "the regression gate: a candidate's runs against a baseline's")
+    compare.add_argument("baseline", type=Path, help="results folder or result.json")
+    compare.add_argument("candidate", type=Path, help="results folder or result.json")
+    compare.add_argument("--alpha", type=float, default=defaults.alpha, help="McNemar significance (accuracy)")
+    compare.add_argument("--min-effect", type=float, default=defaults.min_effect,
+                         help="points of accuracy a significant drop must reach to be a regression")
+    compare.add_argument("--latency-ratio", type=float, default=defaults.latency_ratio,
+                         help="calibrated median latency ratio that fails")
+    compare.add_argument("--size-ratio", type=float, default=defaults.size_ratio,
+                         help="storage / peak memory ratio that fails")
+    compare.add_argument("--strict", action="store_true",
+                         help="also fail on any flipped query, an inconclusive test or unstable timing")
+    compare.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")
+    compare.add_argument("--update-baseline", action="store_true",
+                         help="replace BASELINE (a folder) with the candidate's runs instead of comparing")
     return parser
 
 
@@ -104,14 +135,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.latency_queries < 1:
         raise BenchmarkError("--batch-size and --latency-queries must be at least 1")
-    spec = RunSpec(protocol=args.protocol or _default_protocol(), methods=parse_methods(args.methods),
-                   preset=args.preset, data_root=args.data_root, device=args.device, seed=args.seed,
-                   out=args.out, batch_size=args.batch_size, latency_queries=args.latency_queries,
-                   weights=args.weights,
-                   progress=not args.quiet)
-    for folder in run(spec):
-        print(folder)
+    seeds = [args.seed] if args.seeds is None else parse_seeds(args.seeds)
+    for seed in seeds:
+        spec = RunSpec(protocol=args.protocol or _default_protocol(), methods=parse_methods(args.methods),
+                       preset=args.preset, data_root=args.data_root, device=args.device, seed=seed,
+                       out=args.out, batch_size=args.batch_size, latency_queries=args.latency_queries,
+                       weights=args.weights, progress=not args.quiet)
+        for folder in run(spec):
+            print(folder)
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (distinct integers, in the order given)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise BenchmarkError(f"--seeds {text!r}: give comma-separated integers, e.g. --seeds 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BenchmarkError(f"--seeds {text!r}: give distinct comma-separated integers, e.g. --seeds 0,1,2")
+    return seeds
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -164,6 +207,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare (or, with --update-baseline, replace the baseline) and print the Markdown verdict table."""
+    from benchmark.compare import Thresholds, compare, load_side, markdown, update_baseline, write_json
+
+    candidate = load_side(args.candidate, "candidate")
+    if args.update_baseline:
+        if args.baseline.is_file() or args.baseline.name == "result.json":
+            raise BenchmarkError(f"--update-baseline needs a baseline folder, got the file {args.baseline}")
+        command = " ".join(["python -m benchmark compare", str(args.baseline), str(args.candidate), "--update-baseline"])
+        print(f"baseline {update_baseline(candidate, args.baseline, command)} now holds "
+              f"{len(candidate)} candidate run(s)")
+        return 0
+    for name in ("alpha", "min_effect", "latency_ratio", "size_ratio"):
+        if getattr(args, name) <= 0:
+            raise BenchmarkError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    thresholds = Thresholds(alpha=args.alpha, min_effect=args.min_effect, latency_ratio=args.latency_ratio,
+                            size_ratio=args.size_ratio)
+    result = compare(load_side(args.baseline, "baseline"), candidate, thresholds, args.strict)
+    print(markdown(result), end="")
+    if args.json:
+        write_json(result, args.json)
+    return result.exit_code()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, dispatch, and turn user-fixable errors into one line and an exit code."""
     args = build_parser().parse_args(argv)
@@ -173,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report}
+    handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except BenchmarkError as e:

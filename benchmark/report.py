@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmark.errors import BenchmarkError
@@ -30,7 +31,7 @@ def protocol_label(run: RunResult) -> str:
 
 
 def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[LoadedRun]]:
-    """Per (protocol variant, preset): the newest run of each method variant on the newest data version.
+    """Per (protocol variant, preset): the newest run of each method variant and seed on the newest data version.
 
     Runs on an older data hash of the same protocol variant and preset are stale (the data changed) and
     left out.
@@ -44,7 +45,7 @@ def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[Loaded
         latest: dict[str, LoadedRun] = {}
         fresh = (r for r in members if r.result.protocol.data_hash == data_hash)
         for run in sorted(fresh, key=lambda r: r.result.created):
-            label = run_label(run)
+            label = f"{run_label(run)}\0{run.result.seed}"
             latest.pop(label, None)
             latest[label] = run
         out[key] = list(latest.values())
@@ -119,8 +120,37 @@ def localization_table(runs: Sequence[RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
-    """The Markdown report of one protocol and preset."""
+def by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    """The runs of each method variant, lowest seed first (in first-appearance order of the variants)."""
+    out: dict[str, list[RunResult]] = {}
+    for run in runs:
+        out.setdefault(run_label(run), []).append(run)
+    return {label: sorted(members, key=lambda r: r.seed) for label, members in out.items()}
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+
+
+def seed_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+    """SSA-1 and SA-1 of every seed of the methods run with more than one, with mean ± sd across seeds
+    (the seed spread, beside the bootstrap interval's query spread)."""
+    rows = []
+    for label, members in by_method(runs).items():
+        if len(members) < 2:
+            continue
+        ssa = [r.metrics["ssa@1"] for r in members]
+        sa = [r.metrics["sa@1"] for r in members]
+        rows.append({"Method": label, "Seeds": ", ".join(str(r.seed) for r in members),
+                     "SSA-1 per seed": " / ".join(f"{v:.2f}" for v in ssa), "SSA-1 mean ± sd": _mean_sd(ssa),
+                     "SA-1 mean ± sd": _mean_sd(sa),
+                     "Widest 95 % interval (SSA-1)": f"±{max((r.ci95['ssa@1'][1] - r.ci95['ssa@1'][0]) / 2 for r in members if r.ci95.get('ssa@1')):.2f}"})
+    return pd.DataFrame(rows)
+
+
+def render_protocol(protocol: str, all_runs: Sequence[RunResult]) -> str:
+    """The Markdown report of one protocol and preset (main tables: each method's lowest seed)."""
+    runs = [members[0] for members in by_method(all_runs).values()]
     first = runs[0].protocol
     parts = [
         f"## {protocol}{' (robustness variant)' if first.overrides else ''} (v{first.version}, preset "
@@ -142,6 +172,10 @@ def render_protocol(protocol: str, runs: Sequence[RunResult]) -> str:
     if len(budget):
         parts += ["", "### Training budget (backbone, input, optimiser steps, images through the model, seconds)", "",
                   budget.to_markdown(index=False, disable_numparse=True)]
+    seeds = seed_table(all_runs)
+    if len(seeds):
+        parts += ["", "### Seed spread (percent; the tables above show each method's lowest seed)", "",
+                  seeds.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(parts) + "\n"
 
 

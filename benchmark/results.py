@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn
 
 from benchmark.errors import BenchmarkError
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -341,6 +341,41 @@ class Storage:
         return cls(**{k: c.integer(data, base, k) for k in ("model", "database", "map", "total")})
 
 
+@dataclass(frozen=True)
+class Timing:
+    """What a latency comparison needs: the median single-query total latency (ms) of each timing round, and
+    the calibration workload's time (ms) measured before and after them on the same machine."""
+
+    rounds_ms: tuple[float, ...]
+    calibration_start_ms: tuple[float, ...]
+    calibration_end_ms: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("rounds_ms", "calibration_start_ms", "calibration_end_ms"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, keys as in result.json."""
+        return {"rounds_ms": list(self.rounds_ms),
+                "calibration_ms": {"start": list(self.calibration_start_ms), "end": list(self.calibration_end_ms)}}
+
+    @classmethod
+    def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> Timing:
+        def series(obj: Mapping[str, Any], where: str, key: str) -> tuple[float, ...]:
+            values, path = c.value(obj, where, key)
+            if not isinstance(values, list) or not values:
+                c.fail(path, f"must be a non-empty list of milliseconds, got {_shown(values)}")
+            out = tuple(c.as_number(v, f"{path}[{i}]") for i, v in enumerate(values))
+            if any(v <= 0 for v in out):
+                c.fail(path, f"must hold positive milliseconds, got {_shown(values)}")
+            return out
+
+        calibration = c.obj(data, base, "calibration_ms")
+        where = _join(base, "calibration_ms")
+        return cls(rounds_ms=series(data, base, "rounds_ms"), calibration_start_ms=series(calibration, where, "start"),
+                   calibration_end_ms=series(calibration, where, "end"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Cost:
     """What a run cost (`result.cost`): storage, per-stage latency, throughput, peak memory, prepare time."""
@@ -351,13 +386,15 @@ class Cost:
     peak_rss_bytes: int
     peak_cuda_bytes: int | None = None
     prepare_seconds: float | None = None
+    timing: Timing | None = None  # timing rounds and calibration (schema 1.2; null in older runs)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys as in result.json."""
         return {"storage_bytes": self.storage_bytes.to_json(),
                 "latency_ms": {stage: lat.to_json() for stage, lat in self.latency_ms.items()},
                 "throughput_qps": self.throughput_qps, "peak_rss_bytes": self.peak_rss_bytes,
-                "peak_cuda_bytes": self.peak_cuda_bytes, "prepare_seconds": self.prepare_seconds}
+                "peak_cuda_bytes": self.peak_cuda_bytes, "prepare_seconds": self.prepare_seconds,
+                "timing": None if self.timing is None else self.timing.to_json()}
 
     @classmethod
     def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> Cost:
@@ -372,7 +409,9 @@ class Cost:
                    throughput_qps=c.number(data, base, "throughput_qps", null=True),
                    peak_rss_bytes=c.integer(data, base, "peak_rss_bytes"),
                    peak_cuda_bytes=c.integer(data, base, "peak_cuda_bytes", null=True),
-                   prepare_seconds=c.number(data, base, "prepare_seconds", null=True))
+                   prepare_seconds=c.number(data, base, "prepare_seconds", null=True),
+                   timing=None if (timing := c.obj(data, base, "timing", null=True)) is None
+                   else Timing._read(c, timing, _join(base, "timing")))
 
 
 def latency_from_summary(summary: Mapping[str, Mapping[str, float]]) -> dict[str, StageLatency]:
@@ -496,8 +535,19 @@ def migrate_1_0_to_1_1(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def migrate_1_1_to_1_2(data: dict[str, Any]) -> dict[str, Any]:
+    """1.1 -> 1.2: add `cost.timing` (null: older runs kept no timing rounds or calibration, so a latency
+    comparison against them says 'not measured'). Returns a new dict."""
+    out = dict(data)
+    if isinstance(out.get("cost"), dict):
+        out["cost"] = {**out["cost"], "timing": out["cost"].get("timing")}
+    out["schema_version"] = "1.2"
+    return out
+
+
 # Applied in order on read: MIGRATIONS[v] takes a version-v document to the next version.
-MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"1.0": migrate_1_0_to_1_1}
+MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"1.0": migrate_1_0_to_1_1,
+                                                                     "1.1": migrate_1_1_to_1_2}
 
 
 def schema_major(version: str) -> int | None:

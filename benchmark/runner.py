@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from benchmark.distributed import process_device, secondary
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
 from benchmark.images import iterate_images, load_rgb
-from benchmark.measure import PeakMemory, StageClock, latency_summary
+from benchmark.measure import Calibration, PeakMemory, StageClock, latency_summary, timing_rounds
 from benchmark.method import Method, Prediction, QueryBatch, RunContext, cache_key, config_hash, make_options
 from benchmark.metrics import positives_within, summarize
 from benchmark.protocol import PRESETS, Protocol, cache_root, resolve_protocol
@@ -32,6 +33,7 @@ from benchmark.results import (
     Provenance,
     RunResult,
     Storage,
+    Timing,
     TrainingInfo,
     environment,
     git_revision,
@@ -171,6 +173,20 @@ def training_cache_key(cls: type[Method], options: Any, seed: int, data_hash: st
     return cache_key(cls, options, seed, data_hash, weights_sha256)
 
 
+def single_stream(method: Method, query: Callable[[int], QueryBatch], n: int, timed: int, warmup: int, k: int,
+                  clock: StageClock) -> list[dict[str, float]]:
+    """Single-stream latency: `warmup` + `timed` queries one by one (query i % n, loaded outside the clock);
+    the per-stage seconds of each timed one."""
+    samples = []
+    for i in range(warmup + timed):
+        batch = query(i % n)
+        method.predict(batch, k, clock)
+        seconds = clock.take()
+        if i >= warmup:
+            samples.append(seconds)
+    return samples
+
+
 def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options: Any, spec: RunSpec,
                device: torch.device, overrides: dict[str, str] | None = None) -> Path | None:
     """Prepare one method, predict every query (batched, then single-stream for latency), score and save.
@@ -213,15 +229,16 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         bar.close()
         batch_seconds = sum(clock.take().values())
 
-        samples = []
+        calibration = Calibration(device)
+        calibration_start = calibration.measure()
         abs_paths = dataset.paths("queries")
-        for i in range(spec.warmup + min(spec.latency_queries, n)):
-            q = i % n
+
+        def query(q: int) -> QueryBatch:
             image = method.preprocess(load_rgb(abs_paths[q])).unsqueeze(0) if method.needs_images else None
-            method.predict(QueryBatch(image, rel_paths[q:q + 1], truth(q, q + 1)), spec.k, clock)
-            seconds = clock.take()
-            if i >= spec.warmup:
-                samples.append(seconds)
+            return QueryBatch(image, rel_paths[q:q + 1], truth(q, q + 1))
+
+        samples = single_stream(method, query, n, min(spec.latency_queries, n), spec.warmup, spec.k, clock)
+        calibration_end = calibration.measure()
     if len(predictions) != n:
         raise RuntimeError(f"method {cls.name} returned {len(predictions)} predictions for {n} queries")
     for p in predictions:
@@ -259,7 +276,9 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
                   latency_ms=latency_from_summary(latency_summary(samples)),
                   throughput_qps=n / batch_seconds if batch_seconds > 0 else None,
                   peak_rss_bytes=memory.peak_rss, peak_cuda_bytes=memory.peak_cuda,
-                  prepare_seconds=prepare_seconds),
+                  prepare_seconds=prepare_seconds,
+                  timing=Timing(rounds_ms=timing_rounds(samples), calibration_start_ms=calibration_start,
+                                calibration_end_ms=calibration_end)),
         env=environment(str(device), spec.batch_size),
         git_rev=git_revision(),
         seed=spec.seed,

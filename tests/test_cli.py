@@ -30,7 +30,7 @@ def test_ls_lists_methods_and_protocols(capsys):
     assert any(line.split()[:2] == ["protocol", "pitts_ial"] for line in lines)
 
 
-@pytest.mark.parametrize("command", [["run"], ["data"], ["report"], ["ls"]])
+@pytest.mark.parametrize("command", [["run"], ["data"], ["report"], ["ls"], ["compare"]])
 def test_every_help_has_a_copy_paste_example(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([*command, "--help"])

@@ -1,4 +1,4 @@
-"""Result files: typed and versioned (1.1, read back from 1.0 by migration), atomic, never overwritten."""
+"""Result files: typed and versioned (1.2, read back from 1.0 and 1.1 by migration), atomic, never overwritten."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from benchmark.results import (
     RunResult,
     StageLatency,
     Storage,
+    Timing,
     TrainingInfo,
     latency_from_summary,
     load_results,
     migrate_1_0_to_1_1,
+    migrate_1_1_to_1_2,
     write_run,
 )
 
@@ -49,7 +51,8 @@ def _run(method: str = "prior", created: str = "2026-01-01T00:00:00+00:00", data
                           cache_key=None if training is None else training.cache_key),
         metrics=metrics, ci95=ci,
         cost=Cost(storage_bytes=Storage.of(1000, 200, 30), latency_ms=latency_from_summary(lat),
-                  throughput_qps=100.0, peak_rss_bytes=2**20, peak_cuda_bytes=None, prepare_seconds=0.5),
+                  throughput_qps=100.0, peak_rss_bytes=2**20, peak_cuda_bytes=None, prepare_seconds=0.5,
+                  timing=Timing(rounds_ms=[2.0, 2.5], calibration_start_ms=[1.0], calibration_end_ms=[1.25])),
         env={"python": "3.11", "libraries": {"torch": "2"}}, git_rev="abc", seed=0, k=5, created=created,
         training=training)
 
@@ -61,7 +64,7 @@ TRAINED = TrainingInfo(seed=3, cache_key="cd" * 32, cached=False, steps=40, imag
 @pytest.mark.parametrize("training", [None, TRAINED], ids=["no-training", "training"])
 def test_round_trip(training):
     run = _run(training=training)
-    assert run.schema_version == SCHEMA_VERSION == "1.1"
+    assert run.schema_version == SCHEMA_VERSION == "1.2"
     data = run.to_json()
     assert RunResult.from_json(data, "x.json") == run
     assert RunResult.from_json(json.loads(json.dumps(data)), "x.json") == run
@@ -180,7 +183,11 @@ def _set(path: str, value):
     (_set("created", "2026-01-01T00:00:00"), "created must be a UTC time"),
     (_set("created", "yesterday"), "created must be an ISO 8601 time"),
     (_set("schema_version", "2.0"), "schema_version 2.0 is not readable by this version (reads 1.x)"),
-    (_set("schema_version", 1.1), "schema_version must be a string like '1.1', got 1.1"),
+    (_set("schema_version", 1.1), "schema_version must be a string like '1.2', got 1.1"),
+    (_drop("cost.timing"), "cost.timing is missing"),
+    (_set("cost.timing.rounds_ms", []), "cost.timing.rounds_ms must be a non-empty list of milliseconds"),
+    (_set("cost.timing.rounds_ms", [1.0, 0.0]), "cost.timing.rounds_ms must hold positive milliseconds"),
+    (_drop("cost.timing.calibration_ms.end"), "cost.timing.calibration_ms.end is missing"),
 ])
 def test_validation_errors_are_one_line_naming_file_and_key(tmp_path, edit, expected):
     data = _run().to_json()
@@ -195,7 +202,7 @@ def test_validation_errors_are_one_line_naming_file_and_key(tmp_path, edit, expe
 
 
 def test_migration_table_and_what_1_0_lacked():
-    assert set(MIGRATIONS) == {"1.0"}
+    assert set(MIGRATIONS) == {"1.0", "1.1"}
     old = _run().to_json()
     old["schema_version"] = "1.0"
     for key in ("cache_key", "overrides"):
@@ -209,6 +216,16 @@ def test_migration_table_and_what_1_0_lacked():
     run = RunResult.from_json(old, "old.json")
     assert run.training is None and run.method.overrides == {} and run.protocol.options is None
     assert run.method.weights == Provenance(source="from-scratch")
+
+
+def test_migration_1_1_adds_a_null_timing():
+    old = _run().to_json()
+    old["schema_version"] = "1.1"
+    del old["cost"]["timing"]
+    frozen = copy.deepcopy(old)
+    new = migrate_1_1_to_1_2(old)
+    assert old == frozen and new["schema_version"] == "1.2" and new["cost"]["timing"] is None
+    assert RunResult.from_json(old, "old.json").cost.timing is None
 
 
 def test_committed_1_0_results_load_through_the_migration():
@@ -226,7 +243,8 @@ def test_committed_1_0_results_load_through_the_migration():
         {"gem": "retrieval", "addressclip": "ial", "oracle-gps": "reference"}
     for run, data in zip(runs, raw):
         r = run.result
-        assert r.schema_version == "1.1" and r.training is None and r.method.cache_key is None
+        assert r.schema_version == "1.2" and r.training is None and r.method.cache_key is None
+        assert r.cost.timing is None  # 1.0 and 1.1 runs kept no timing rounds
         assert r.metrics == data["metrics"] and r.protocol.options == data["protocol"]["options"]
         assert RunResult.from_json(r.to_json(), "again") == r
         rows = list(run.predictions())
