@@ -39,7 +39,8 @@ class Thresholds:
     min_effect: float = 1.0  # points of accuracy a significant drop must reach to count
     latency_ratio: float = 1.25  # normalised median latency ratio that fails (set from baseline-vs-itself runs)
     latency_alpha: float = 0.05  # the rank test over timing rounds must agree at this level
-    drift: float = 0.10  # calibration drift within a run beyond which its timing is unstable
+    latency_floor_ms: float = 0.05  # latencies below this are timer noise, never judged
+    drift: float = 0.10  # calibration change from a run's start to its end beyond which its timing is unstable
     size_ratio: float = 1.10  # storage and peak memory ratio that fails
     n_boot: int = 2000
     seed: int = 0
@@ -205,32 +206,24 @@ def accuracy_checks(label: str, base: LoadedRun, cand: LoadedRun, t: Thresholds)
 # Cost: latency in calibration units, storage and memory directly.
 
 
-def drift(series: tuple[float, ...], other: tuple[float, ...]) -> float:
-    """Relative change of the calibration time from a run's start to its end."""
-    start, end = float(np.median(series)), float(np.median(other))
-    return abs(end - start) / start
-
-
 def latency_check(label: str, base: RunResult, cand: RunResult, t: Thresholds) -> Check:
-    """Median single-query latency, normalised by each run's calibration, over the timing rounds."""
+    """Median single-query latency in units of the calibration measured around each timing round."""
     b_t, c_t = base.cost.timing, cand.cost.timing
     b_ms, c_ms = base.cost.latency_ms["total"].median, cand.cost.latency_ms["total"].median
     if b_t is None or c_t is None:
         return Check(label, "latency", b_ms, c_ms, None, verdict="not measured",
                      note="a run without timing rounds (schema < 1.2)")
-    b_unit = float(np.median([*b_t.calibration_start_ms, *b_t.calibration_end_ms]))
-    c_unit = float(np.median([*c_t.calibration_start_ms, *c_t.calibration_end_ms]))
-    b_norm, c_norm = np.array(b_t.rounds_ms) / b_unit, np.array(c_t.rounds_ms) / c_unit
+    b_norm, c_norm = np.array(b_t.normalised()), np.array(c_t.normalised())
     ratio = float(np.median(c_norm) / np.median(b_norm))
     p = float(stats.mannwhitneyu(c_norm, b_norm, alternative="greater").pvalue)
     check = Check(label, "latency", b_ms, c_ms, ratio, p=p,
-                  note=f"normalised by calibration {b_unit:.2f} / {c_unit:.2f} ms, "
-                       f"{len(b_norm)} / {len(c_norm)} rounds")
-    worst = max(drift(b_t.calibration_start_ms, b_t.calibration_end_ms),
-                drift(c_t.calibration_start_ms, c_t.calibration_end_ms))
-    if worst > t.drift:
+                  note=f"calibrated; {len(b_norm)} / {len(c_norm)} rounds")
+    worst = max(b_t.drift(), c_t.drift())
+    if max(b_ms, c_ms) < t.latency_floor_ms:
+        check.note += f"; both under {t.latency_floor_ms:g} ms (timer noise), not judged"
+    elif worst > t.drift:
         check.verdict = "unstable"
-        check.note += f"; calibration drifted {worst:.0%} within a run"
+        check.note += f"; calibration moved {worst:.0%} within a run"
     elif ratio > t.latency_ratio and p < t.latency_alpha:
         check.verdict = "regression"
     elif ratio < 1 / t.latency_ratio and stats.mannwhitneyu(b_norm, c_norm, alternative="greater").pvalue \
@@ -365,7 +358,7 @@ def update_baseline(candidate: Sequence[LoadedRun], baseline: Path, command: str
             "runs": {key: {"run": f"{run.result.protocol.name}/{run.result.method.name}/{run.run_id}",
                            "seed": run.result.seed, "git_rev": run.result.git_rev,
                            "calibration_ms": None if run.result.cost.timing is None else
-                           float(np.median(run.result.cost.timing.calibration_start_ms))}
+                           float(np.median(run.result.cost.timing.calibration_ms))}
                      for key, run in sorted(runs.items())},
         }
         (tmp / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")

@@ -91,18 +91,12 @@ def module_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-ROUNDS = 5  # timing rounds per run: a latency comparison tests their normalised medians
-
-
-def timing_rounds(samples: list[dict[str, float]], rounds: int = ROUNDS) -> list[float]:
-    """The single-query samples cut into `rounds` consecutive rounds: each round's median total in ms."""
-    totals = np.array([sum(s.values()) for s in samples]) * 1e3
-    return [float(np.median(part)) for part in np.array_split(totals, min(rounds, len(totals))) if len(part)]
+ROUNDS = 5  # timing rounds per run: a latency comparison tests their calibrated medians
 
 
 class Calibration:
-    """A fixed workload (a small seeded conv net's forward on a fixed batch, then a 256×256 matmul) whose time
-    tells how fast this machine is right now; latencies are compared in units of it."""
+    """A fixed workload shaped like one query (a small seeded conv net on one 128×176 image, then a 128×128
+    matmul) whose time tells how fast this machine is right now; latencies are compared in units of it."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -110,27 +104,28 @@ class Calibration:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.net = torch.nn.Sequential(
-                torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-                torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 16),
+                torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
+                torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
+                torch.nn.Conv2d(64, 128, 3, stride=2, padding=1), torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(128, 64),
             ).to(self.device).eval()
-        self.images = torch.rand(8, 3, 64, 64, generator=generator).to(self.device)
-        self.matrix = torch.rand(256, 256, generator=generator).to(self.device)
+        self.image = torch.rand(1, 3, 128, 176, generator=generator).to(self.device)
+        self.matrix = torch.rand(128, 128, generator=generator).to(self.device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def measure(self, repeats: int = 5) -> list[float]:
-        """Milliseconds of `repeats` runs of the workload (after one warm-up run)."""
+    def measure(self, repeats: int = 7) -> float:
+        """Median milliseconds of `repeats` runs of the workload (after one warm-up run)."""
         times = []
         with torch.inference_mode():
             for i in range(repeats + 1):
                 self._sync()
                 start = time.perf_counter()
-                self.net(self.images)
+                self.net(self.image)
                 self.matrix @ self.matrix
                 self._sync()
                 if i:
                     times.append((time.perf_counter() - start) * 1e3)
-        return times
+        return float(np.median(times))

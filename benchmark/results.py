@@ -344,25 +344,32 @@ class Storage:
 @dataclass(frozen=True)
 class Timing:
     """What a latency comparison needs: the median single-query total latency (ms) of each timing round, and
-    the calibration workload's time (ms) measured before and after them on the same machine."""
+    the calibration workload's time (ms) before each round and after the last, on the same machine."""
 
     rounds_ms: tuple[float, ...]
-    calibration_start_ms: tuple[float, ...]
-    calibration_end_ms: tuple[float, ...]
+    calibration_ms: tuple[float, ...]  # len(rounds_ms) + 1 values
 
     def __post_init__(self) -> None:
-        for name in ("rounds_ms", "calibration_start_ms", "calibration_end_ms"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "rounds_ms", tuple(float(v) for v in self.rounds_ms))
+        object.__setattr__(self, "calibration_ms", tuple(float(v) for v in self.calibration_ms))
+
+    def normalised(self) -> list[float]:
+        """Each round's latency in units of the calibration around it (the mean of the one before and after)."""
+        c = self.calibration_ms
+        return [r / ((c[i] + c[i + 1]) / 2) for i, r in enumerate(self.rounds_ms)]
+
+    def drift(self) -> float:
+        """How much the machine's speed moved within the run: |last − first| / first calibration."""
+        return abs(self.calibration_ms[-1] - self.calibration_ms[0]) / self.calibration_ms[0]
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys as in result.json."""
-        return {"rounds_ms": list(self.rounds_ms),
-                "calibration_ms": {"start": list(self.calibration_start_ms), "end": list(self.calibration_end_ms)}}
+        return {"rounds_ms": list(self.rounds_ms), "calibration_ms": list(self.calibration_ms)}
 
     @classmethod
     def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> Timing:
-        def series(obj: Mapping[str, Any], where: str, key: str) -> tuple[float, ...]:
-            values, path = c.value(obj, where, key)
+        def series(key: str) -> tuple[float, ...]:
+            values, path = c.value(data, base, key)
             if not isinstance(values, list) or not values:
                 c.fail(path, f"must be a non-empty list of milliseconds, got {_shown(values)}")
             out = tuple(c.as_number(v, f"{path}[{i}]") for i, v in enumerate(values))
@@ -370,10 +377,11 @@ class Timing:
                 c.fail(path, f"must hold positive milliseconds, got {_shown(values)}")
             return out
 
-        calibration = c.obj(data, base, "calibration_ms")
-        where = _join(base, "calibration_ms")
-        return cls(rounds_ms=series(data, base, "rounds_ms"), calibration_start_ms=series(calibration, where, "start"),
-                   calibration_end_ms=series(calibration, where, "end"))
+        rounds, calibration = series("rounds_ms"), series("calibration_ms")
+        if len(calibration) != len(rounds) + 1:
+            c.fail(_join(base, "calibration_ms"), f"must have one value per round plus one ({len(rounds) + 1}), "
+                                                  f"got {len(calibration)}")
+        return cls(rounds_ms=rounds, calibration_ms=calibration)
 
 
 @dataclass(frozen=True, kw_only=True)

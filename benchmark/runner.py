@@ -21,7 +21,7 @@ from benchmark.distributed import process_device, secondary
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
 from benchmark.images import iterate_images, load_rgb
-from benchmark.measure import Calibration, PeakMemory, StageClock, latency_summary, timing_rounds
+from benchmark.measure import ROUNDS, Calibration, PeakMemory, StageClock, latency_summary
 from benchmark.method import Method, Prediction, QueryBatch, RunContext, cache_key, config_hash, make_options
 from benchmark.metrics import positives_within, summarize
 from benchmark.protocol import PRESETS, Protocol, cache_root, resolve_protocol
@@ -229,16 +229,24 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         bar.close()
         batch_seconds = sum(clock.take().values())
 
-        calibration = Calibration(device)
-        calibration_start = calibration.measure()
         abs_paths = dataset.paths("queries")
 
         def query(q: int) -> QueryBatch:
             image = method.preprocess(load_rgb(abs_paths[q])).unsqueeze(0) if method.needs_images else None
             return QueryBatch(image, rel_paths[q:q + 1], truth(q, q + 1))
 
-        samples = single_stream(method, query, n, min(spec.latency_queries, n), spec.warmup, spec.k, clock)
-        calibration_end = calibration.measure()
+        calibration = Calibration(device)
+        samples, rounds_ms, calibration_ms = [], [], [calibration.measure()]
+        timed = min(spec.latency_queries, n)
+        start = 0
+        for r, count in enumerate(np.array_split(np.arange(timed), min(ROUNDS, timed))):
+            warmup = spec.warmup if r == 0 else 0  # queries go on where the last round stopped
+            part = single_stream(method, lambda i, at=start: query((at + i) % n), n, len(count), warmup, spec.k,
+                                 clock)
+            start += warmup + len(count)
+            samples += part
+            rounds_ms.append(float(np.median([sum(s.values()) for s in part]) * 1e3))
+            calibration_ms.append(calibration.measure())
     if len(predictions) != n:
         raise RuntimeError(f"method {cls.name} returned {len(predictions)} predictions for {n} queries")
     for p in predictions:
@@ -277,8 +285,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
                   throughput_qps=n / batch_seconds if batch_seconds > 0 else None,
                   peak_rss_bytes=memory.peak_rss, peak_cuda_bytes=memory.peak_cuda,
                   prepare_seconds=prepare_seconds,
-                  timing=Timing(rounds_ms=timing_rounds(samples), calibration_start_ms=calibration_start,
-                                calibration_end_ms=calibration_end)),
+                  timing=Timing(rounds_ms=rounds_ms, calibration_ms=calibration_ms)),
         env=environment(str(device), spec.batch_size),
         git_rev=git_revision(),
         seed=spec.seed,

@@ -38,8 +38,8 @@ def _write(root: Path, correct: np.ndarray, rounds=ROUNDS, calibration=(10.0, 10
            storage: int = 1000, name: str = "r1") -> Path:
     run = _run(data=data)
     cost = dataclasses.replace(run.cost, storage_bytes=Storage.of(storage, 0, 0),
-                               timing=Timing(rounds_ms=rounds, calibration_start_ms=[calibration[0]] * 3,
-                                             calibration_end_ms=[calibration[1]] * 3))
+                               timing=Timing(rounds_ms=rounds,
+                                             calibration_ms=np.linspace(*calibration, len(rounds) + 1)))
     protocol = dataclasses.replace(run.protocol, n_queries=len(correct))
     metrics = {**run.metrics, "ssa@1": float(correct.mean() * 100)}
     write_run(root, dataclasses.replace(run, cost=cost, protocol=protocol, metrics=metrics), _rows(correct), name)

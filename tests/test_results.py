@@ -52,7 +52,7 @@ def _run(method: str = "prior", created: str = "2026-01-01T00:00:00+00:00", data
         metrics=metrics, ci95=ci,
         cost=Cost(storage_bytes=Storage.of(1000, 200, 30), latency_ms=latency_from_summary(lat),
                   throughput_qps=100.0, peak_rss_bytes=2**20, peak_cuda_bytes=None, prepare_seconds=0.5,
-                  timing=Timing(rounds_ms=[2.0, 2.5], calibration_start_ms=[1.0], calibration_end_ms=[1.25])),
+                  timing=Timing(rounds_ms=[2.0, 2.5], calibration_ms=[1.0, 1.1, 1.25])),
         env={"python": "3.11", "libraries": {"torch": "2"}}, git_rev="abc", seed=0, k=5, created=created,
         training=training)
 
@@ -187,7 +187,7 @@ def _set(path: str, value):
     (_drop("cost.timing"), "cost.timing is missing"),
     (_set("cost.timing.rounds_ms", []), "cost.timing.rounds_ms must be a non-empty list of milliseconds"),
     (_set("cost.timing.rounds_ms", [1.0, 0.0]), "cost.timing.rounds_ms must hold positive milliseconds"),
-    (_drop("cost.timing.calibration_ms.end"), "cost.timing.calibration_ms.end is missing"),
+    (_set("cost.timing.calibration_ms", [1.0, 1.0]), "cost.timing.calibration_ms must have one value per round plus one (3), got 2"),
 ])
 def test_validation_errors_are_one_line_naming_file_and_key(tmp_path, edit, expected):
     data = _run().to_json()
