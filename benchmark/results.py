@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+import numpy as np
+
 from benchmark.errors import BenchmarkError
 
 SCHEMA_VERSION = "1.2"
@@ -359,8 +361,12 @@ class Timing:
         return [r / ((c[i] + c[i + 1]) / 2) for i, r in enumerate(self.rounds_ms)]
 
     def drift(self) -> float:
-        """How much the machine's speed moved within the run: |last − first| / first calibration."""
-        return abs(self.calibration_ms[-1] - self.calibration_ms[0]) / self.calibration_ms[0]
+        """How much the machine's speed moved within the run: the median calibration of the run's second half
+        against its first half, |second − first| / first (halves, not single values: one is noisy)."""
+        c = np.array(self.calibration_ms)
+        half = len(c) // 2
+        first, second = float(np.median(c[:max(1, half)])), float(np.median(c[half:]))
+        return abs(second - first) / first
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys as in result.json."""

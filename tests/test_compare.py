@@ -121,7 +121,7 @@ def test_latency_is_read_in_calibration_units(tmp_path, correct):
 
 def test_calibration_drift_is_unstable_not_a_verdict(tmp_path, correct):
     base = _write(tmp_path / "base", correct)
-    cand = _write(tmp_path / "cand", correct, tuple(r * 1.5 for r in ROUNDS), calibration=(10.0, 12.0))
+    cand = _write(tmp_path / "cand", correct, tuple(r * 1.5 for r in ROUNDS), calibration=(10.0, 16.0))
     code, _, result = _gate(tmp_path, base, cand)
     assert code == 0 and _checks(result, "latency")[0]["verdict"] == "unstable"
     assert _gate(tmp_path, base, cand, "--strict")[0] == 1
