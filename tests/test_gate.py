@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmark.cli import main
 from benchmark.compare import load_side
+from methods import SETS
+
+BASELINE = Path(__file__).parent.parent / "results" / "baselines" / "smoke"
 
 
 def test_seeds_write_one_result_per_seed_and_the_report_shows_their_spread(tmp_path, capsys):
@@ -23,3 +28,13 @@ def test_seeds_must_be_distinct_integers(capsys):
     assert main(["run", "--seeds", "0,0", "-q"]) == 2
     assert main(["run", "--seeds", "zero", "-q"]) == 2
     assert "--seeds" in capsys.readouterr().err
+def test_the_committed_baseline_is_the_smoke_main_job():
+    """results/baselines/smoke: the headline set at the smoke preset, seed 0, schema 1.2 with timing rounds."""
+    runs = load_side(BASELINE, "baseline")
+    assert sorted(r.result.method.name for r in runs) == sorted(SETS["headline"])
+    for run in runs:
+        r = run.result
+        assert r.protocol.preset == "smoke" and r.seed == 0 and r.cost.timing is not None
+        assert len(list(run.predictions())) == r.protocol.n_queries
+    assert len({r.result.protocol.data_hash for r in runs}) == 1
+    assert (BASELINE / "PROVENANCE.json").is_file()
