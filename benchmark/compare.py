@@ -216,7 +216,8 @@ def latency_check(label: str, base: RunResult, cand: RunResult, t: Thresholds) -
         return Check(label, "latency", b_ms, c_ms, None, verdict="not measured",
                      note="a run without timing rounds (schema < 1.2)")
     b_norm, c_norm = np.array(b_t.normalised()), np.array(c_t.normalised())
-    ratio = float(np.median(c_norm) / np.median(b_norm))
+    b_mid, c_mid = float(np.median(b_norm)), float(np.median(c_norm))
+    ratio = c_mid / b_mid if b_mid > 0 else (1.0 if c_mid == 0 else math.inf)
     p = float(stats.mannwhitneyu(c_norm, b_norm, alternative="greater").pvalue)
     check = Check(label, "latency", b_ms, c_ms, ratio, p=p,
                   note=f"calibrated; {len(b_norm)} / {len(c_norm)} rounds")

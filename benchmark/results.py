@@ -374,16 +374,17 @@ class Timing:
 
     @classmethod
     def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> Timing:
-        def series(key: str) -> tuple[float, ...]:
+        def series(key: str, zero: bool) -> tuple[float, ...]:
             values, path = c.value(data, base, key)
             if not isinstance(values, list) or not values:
                 c.fail(path, f"must be a non-empty list of milliseconds, got {_shown(values)}")
             out = tuple(c.as_number(v, f"{path}[{i}]") for i, v in enumerate(values))
-            if any(v <= 0 for v in out):
-                c.fail(path, f"must hold positive milliseconds, got {_shown(values)}")
+            if any(v < 0 or (v == 0 and not zero) for v in out):
+                c.fail(path, f"must hold {'non-negative' if zero else 'positive'} milliseconds, got {_shown(values)}")
             return out
 
-        rounds, calibration = series("rounds_ms"), series("calibration_ms")
+        # a method with nothing to time (a lookup) has 0 ms rounds; the calibration workload never takes 0 ms
+        rounds, calibration = series("rounds_ms", zero=True), series("calibration_ms", zero=False)
         if len(calibration) != len(rounds) + 1:
             c.fail(_join(base, "calibration_ms"), f"must have one value per round plus one ({len(rounds) + 1}), "
                                                   f"got {len(calibration)}")

@@ -186,7 +186,8 @@ def _set(path: str, value):
     (_set("schema_version", 1.1), "schema_version must be a string like '1.2', got 1.1"),
     (_drop("cost.timing"), "cost.timing is missing"),
     (_set("cost.timing.rounds_ms", []), "cost.timing.rounds_ms must be a non-empty list of milliseconds"),
-    (_set("cost.timing.rounds_ms", [1.0, 0.0]), "cost.timing.rounds_ms must hold positive milliseconds"),
+    (_set("cost.timing.rounds_ms", [1.0, -1.0]), "cost.timing.rounds_ms must hold non-negative milliseconds"),
+    (_set("cost.timing.calibration_ms", [1.0, 0.0, 1.0]), "cost.timing.calibration_ms must hold positive milliseconds"),
     (_set("cost.timing.calibration_ms", [1.0, 1.0]), "cost.timing.calibration_ms must have one value per round plus one (3), got 2"),
 ])
 def test_validation_errors_are_one_line_naming_file_and_key(tmp_path, edit, expected):
