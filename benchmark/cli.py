@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--latency-ratio", type=float, default=defaults.latency_ratio,
                          help="calibrated median latency ratio that fails")
     compare.add_argument("--size-ratio", type=float, default=defaults.size_ratio,
-                         help="storage / peak memory ratio that fails")
+                         help="storage ratio that fails")
     compare.add_argument("--strict", action="store_true",
                          help="also fail on any flipped query, an inconclusive test or unstable timing")
     compare.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")

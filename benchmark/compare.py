@@ -4,7 +4,8 @@ inconclusive / not comparable.
 Accuracy is compared per query (the two runs answered the same queries): the queries that flipped each way,
 an exact one-sided McNemar test and a seeded paired-bootstrap interval of the difference. Latency is
 compared in units of each run's calibration workload (so a slower machine is not a slower method), over
-its timing rounds, with a rank test. Storage and peak memory are compared directly.
+its timing rounds, with a rank test. Storage is compared directly; peak process memory is shown, not judged
+(it depends on what the process did before inference).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from benchmark.results import RESULT_FILE, LoadedRun, RunResult, load_results, r
 
 ACCURACY = {"ssa@1": (ssa_hits, 1), "ssa@5": (ssa_hits, 5), "sa@1": (sa_hits, 1), "sa@5": (sa_hits, 5)}
 MARKS = {"regression": "❌", "unstable": "⚠️", "inconclusive": "❔", "improvement": "✅", "pass": "·",
-         "unchanged": "·", "not comparable": "⛔", "not measured": "–"}
+         "unchanged": "·", "not comparable": "⛔", "not measured": "–", "not judged": "–"}
 EXIT_PASS, EXIT_REGRESSION, EXIT_NOT_COMPARABLE = 0, 1, 3
 
 
@@ -43,7 +44,7 @@ class Thresholds:
     # calibration change between a run's halves beyond which its timing is unstable: 0.10 would call 9 of 30
     # smoke runs on this 2-core machine unstable, 0.25 three (see README); rounds are calibrated one by one anyway
     drift: float = 0.25
-    size_ratio: float = 1.10  # storage and peak memory ratio that fails
+    size_ratio: float = 1.10  # storage ratio that fails
     n_boot: int = 2000
     seed: int = 0
 
@@ -236,18 +237,20 @@ def latency_check(label: str, base: RunResult, cand: RunResult, t: Thresholds) -
 
 
 def size_checks(label: str, base: RunResult, cand: RunResult, t: Thresholds) -> list[Check]:
-    """Storage (bytes needed at inference) and peak process memory: ratio against `size_ratio`."""
-    checks = []
-    for metric, b, c in (("storage", base.cost.storage_bytes.total, cand.cost.storage_bytes.total),
-                         ("peak memory", base.cost.peak_rss_bytes, cand.cost.peak_rss_bytes)):
-        ratio = c / b if b else (1.0 if c == b else math.inf)
-        check = Check(label, metric, float(b), float(c), ratio)
-        if ratio > t.size_ratio:
-            check.verdict = "regression"
-        elif ratio < 1 / t.size_ratio:
-            check.verdict = "improvement"
-        checks.append(check)
-    return checks
+    """Storage (bytes needed at inference) against `size_ratio`; peak process memory shown, not judged."""
+    b, c = base.cost.storage_bytes.total, cand.cost.storage_bytes.total
+    ratio = c / b if b else (1.0 if c == b else math.inf)
+    storage = Check(label, "storage", float(b), float(c), ratio)
+    if ratio > t.size_ratio:
+        storage.verdict = "regression"
+    elif ratio < 1 / t.size_ratio:
+        storage.verdict = "improvement"
+    b_rss, c_rss = base.cost.peak_rss_bytes, cand.cost.peak_rss_bytes
+    # Process RSS includes whatever the process did before inference (dataset build, training): two from-scratch
+    # smoke runs of one commit differed ×1.28 for every method, prior included, so it is shown, not gated.
+    memory = Check(label, "peak memory", float(b_rss), float(c_rss), c_rss / b_rss if b_rss else None,
+                   verdict="not judged", note="process peak RSS; varies ×0.8–1.3 between runs of one commit")
+    return [storage, memory]
 
 
 class _NotComparable(Exception):
@@ -309,8 +312,8 @@ def markdown(comparison: Comparison, max_flipped: int = 50) -> str:
     lines = [f"### ialbench compare: {head}", "",
              f"{len(comparison.checks)} checks: " + ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
              + f". Accuracy: exact one-sided McNemar p < {t.alpha:g} and a drop ≥ {t.min_effect:g} point; latency: "
-             f"calibrated median ratio > {t.latency_ratio:g} and a rank test p < {t.latency_alpha:g}; storage and "
-             f"memory: ratio > {t.size_ratio:g}." + (" Strict: any flipped query fails." if comparison.strict else ""),
+             f"calibrated median ratio > {t.latency_ratio:g} and a rank test p < {t.latency_alpha:g}; storage: "
+             f"ratio > {t.size_ratio:g}; peak memory is shown, not judged." + (" Strict: any flipped query fails." if comparison.strict else ""),
              "", "| | run | metric | baseline | candidate | change | 95 % interval | p | verdict | note |",
              "|:-|:-|:-|-:|-:|-:|:-|-:|:-|:-|"]
     for c in comparison.checks:

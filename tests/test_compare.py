@@ -132,6 +132,7 @@ def test_storage_growth_beyond_ten_percent_fails(tmp_path, correct):
     assert _gate(tmp_path, base, _write(tmp_path / "c1", correct, storage=1050))[0] == 0
     code, _, result = _gate(tmp_path, base, _write(tmp_path / "c2", correct, storage=1200))
     assert code == 1 and _checks(result, "storage")[0]["verdict"] == "regression"
+    assert _checks(result, "peak memory")[0]["verdict"] == "not judged"  # process RSS: shown only
 
 
 def test_a_different_data_hash_is_not_comparable(tmp_path, correct, capsys):
