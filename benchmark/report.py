@@ -121,11 +121,16 @@ def localization_table(runs: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
-    """The runs of each method variant, lowest seed first (in first-appearance order of the variants)."""
+    """The runs of each method variant, lowest seed first; variants in registry order (references, IAL,
+    retrieval), then by label."""
+    from benchmark.registry import METHODS
+
+    order = {name: i for i, name in enumerate(METHODS.names())}
     out: dict[str, list[RunResult]] = {}
     for run in runs:
         out.setdefault(run_label(run), []).append(run)
-    return {label: sorted(members, key=lambda r: r.seed) for label, members in out.items()}
+    ranked = sorted(out, key=lambda label: (order.get(out[label][0].method.name, len(order)), label))
+    return {label: sorted(out[label], key=lambda r: r.seed) for label in ranked}
 
 
 def _mean_sd(values: Sequence[float]) -> str:
