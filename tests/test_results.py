@@ -255,7 +255,8 @@ def test_committed_1_0_results_load_through_the_migration():
 
 
 def test_report_of_committed_1_0_results_is_unchanged(tmp_path):
-    """The Markdown equals what the 1.0-era report rendered from the same files (tests/data/report-1.0-*.md)."""
+    """The Markdown equals what the 1.0-era report rendered from the same files (tests/data/report-1.0-*.md;
+    since schema 1.2 its rows are in registry order: references, IAL, retrieval)."""
     text, written = write_report(RESULTS_1_0, tmp_path)
     assert [p.name for p in written] == ["tiny-smoke.md"]
     expected = (DATA / "report-1.0-tiny-smoke.md").read_text(encoding="utf-8")
