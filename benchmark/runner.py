@@ -173,13 +173,13 @@ def training_cache_key(cls: type[Method], options: Any, seed: int, data_hash: st
     return cache_key(cls, options, seed, data_hash, weights_sha256)
 
 
-def single_stream(method: Method, query: Callable[[int], QueryBatch], n: int, timed: int, warmup: int, k: int,
+def single_stream(method: Method, query: Callable[[int], QueryBatch], timed: int, warmup: int, k: int,
                   clock: StageClock) -> list[dict[str, float]]:
-    """Single-stream latency: `warmup` + `timed` queries one by one (query i % n, loaded outside the clock);
+    """Single-stream latency: `warmup` + `timed` queries one by one (query(i), loaded outside the clock);
     the per-stage seconds of each timed one."""
     samples = []
     for i in range(warmup + timed):
-        batch = query(i % n)
+        batch = query(i)
         method.predict(batch, k, clock)
         seconds = clock.take()
         if i >= warmup:
@@ -241,8 +241,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         start = 0
         for r, count in enumerate(np.array_split(np.arange(timed), min(ROUNDS, timed))):
             warmup = spec.warmup if r == 0 else 0  # queries go on where the last round stopped
-            part = single_stream(method, lambda i, at=start: query((at + i) % n), n, len(count), warmup, spec.k,
-                                 clock)
+            part = single_stream(method, lambda i, at=start: query((at + i) % n), len(count), warmup, spec.k, clock)
             start += warmup + len(count)
             samples += part
             rounds_ms.append(float(np.median([sum(s.values()) for s in part]) * 1e3))

@@ -52,7 +52,7 @@ def test_harness_single_stream_encode(benchmark, method_and_image):
 
     def harness() -> None:
         with torch.inference_mode():
-            samples = single_stream(method, lambda q: batch, 1, QUERIES, 0, 5, clock)
+            samples = single_stream(method, lambda q: batch, QUERIES, 0, 5, clock)
         encode_seconds.append(sum(s["encode"] for s in samples))
         assert len(samples) == QUERIES and all(s["encode"] > 0 for s in samples)
 
