@@ -22,7 +22,7 @@ from scipy import stats
 
 from benchmark.address import normalize
 from benchmark.errors import BenchmarkError
-from benchmark.metrics import sa_hits, ssa_hits
+from benchmark.metrics import bootstrap_ci, sa_hits, ssa_hits
 from benchmark.report import protocol_label, run_label
 from benchmark.results import RESULT_FILE, LoadedRun, RunResult, load_results, read_run, schema_major
 
@@ -165,15 +165,9 @@ def mcnemar_one_sided(losses: int, gains: int) -> float:
 
 
 def paired_bootstrap(base: np.ndarray, cand: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """95 % interval of mean(cand) − mean(base) in points, resampling queries (the same rows on both sides)."""
-    diff = cand.astype(np.float64) - base.astype(np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    for lo in range(0, n_boot, 256):  # chunks keep memory at 256 × n
-        idx = rng.integers(0, len(diff), size=(min(256, n_boot - lo), len(diff)))
-        means[lo:lo + len(idx)] = diff[idx].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5]) * 100
-    return float(low), float(high)
+    """95 % interval of mean(cand) − mean(base) in points: the shared query bootstrap on per-query differences."""
+    low, high = bootstrap_ci(cand.astype(np.float64) - base.astype(np.float64), n_boot=n_boot, seed=seed)
+    return low * 100, high * 100
 
 
 def accuracy_checks(label: str, base: LoadedRun, cand: LoadedRun, t: Thresholds) -> list[Check]:
