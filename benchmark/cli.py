@@ -28,7 +28,14 @@ EXAMPLES = {
         "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL\n"
         "  python -m benchmark data build --protocol helsinki:spacing_m=5,headings=4"
     ),
-    "report": "example:\n  python -m benchmark report --results results/ --out reports/",
+    "report": ("examples:\n  python -m benchmark report --results results/ --out reports/\n"
+               "  python -m benchmark report --format tex --protocol helsinki   # LaTeX tables only"),
+    "pretrain": (
+        "examples:\n"
+        "  python -m benchmark pretrain kotka-r18      # rebuild the shipped trunk (methods/weights/kotka-r18.pt)\n"
+        "  python -m benchmark pretrain kotka-r18 --file /tmp/kotka-r18.pt --out results/pretrain\n"
+        "  python -m benchmark run --methods mixvpr:init=/tmp/kotka-r18.pt   # start a method from it"
+    ),
     "compare": (
         "examples:\n"
         "  python -m benchmark compare results/baselines/smoke results/   # gate a run against the committed baseline\n"
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                "3 not comparable (compare)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report,compare}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report,compare,pretrain}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, epilog=EXAMPLES[name], formatter_class=fmt, parents=[common])
@@ -96,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--results", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("reports"))
     report.add_argument("--protocol", default=None, help="only this protocol")
+    report.add_argument("--format", default="md,tex,png,html",
+                        help="comma-separated: md (Markdown tables), tex (LaTeX booktabs tables), png (plots, PNG "
+                             "and SVG), html (one self-contained report.html); default all. The Markdown always "
+                             "prints")
+
+    pretrain = add("pretrain", "rebuild a ResNet trunk that ialbench pretrains on another city (init= of a method)")
+    pretrain.add_argument("trunk", help="registered trunk name (e.g. kotka-r18)")
+    pretrain.add_argument("--file", type=Path, default=None,
+                          help="where to write the trunk (default: the shipped file in methods/weights/)")
+    pretrain.add_argument("--out", type=Path, default=Path("results"),
+                          help="results folder for the pretraining run's own evaluation (default: results/)")
+    pretrain.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
     from benchmark.compare import Thresholds
 
@@ -200,10 +219,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write and print the tables."""
     from benchmark.report import write_report
 
-    text, written = write_report(args.results, args.out, args.protocol)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    text, written = write_report(args.results, args.out, args.protocol, formats)
     print(text)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Train the trunk's method on its protocol and save the trunk; print its file and sha256."""
+    import difflib
+
+    from benchmark.hashing import file_sha256
+    from methods.training.trunks import TRUNKS, build_trunk
+
+    if args.trunk not in TRUNKS:
+        close = difflib.get_close_matches(args.trunk, TRUNKS, n=2, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise BenchmarkError(f"unknown trunk {args.trunk!r}{hint} (known: {', '.join(TRUNKS)})")
+    spec = TRUNKS[args.trunk]
+    file, folder = build_trunk(spec, args.file or spec.path, args.out, device=args.device, progress=not args.quiet)
+    print(f"{file}  sha256 {file_sha256(file)}  ({spec.describe()}; its run: {folder})")
     return 0
 
 
@@ -240,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report, "compare": cmd_compare}
+    handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report, "compare": cmd_compare,
+                "pretrain": cmd_pretrain}
     try:
         return handlers[args.command](args)
     except BenchmarkError as e:

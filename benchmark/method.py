@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
 from benchmark.hashing import json_sha256
 from benchmark.measure import StageClock
 from benchmark.options import apply_overrides
@@ -132,6 +133,19 @@ class Method(ABC):
         """Where the weights came from: {'source': 'none' | 'from-scratch' | 'file', 'path', 'sha256'}."""
         return {"source": "none"}
 
+    @classmethod
+    def input_files(cls, options: Any) -> dict[str, Path]:
+        """Local files named by the options whose content changes what is learnt (hashed into the cache key):
+        here `weights`; methods with more (a pretrained trunk) extend it. A missing file is one clear error."""
+        weights = getattr(options, "weights", "")
+        if not weights:
+            return {}
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BenchmarkError(f"weights file {path} does not exist; pass --weights PATH to a local checkpoint "
+                                 "(nothing is downloaded)")
+        return {"weights": path}
+
 
 def make_options(cls: type[Method], preset: str, overrides: dict[str, str]) -> Any:
     """Build a method's options: dataclass defaults, then the preset, then `key=value` overrides."""
@@ -149,7 +163,11 @@ def training_options(cls: type[Method], options: Any) -> dict[str, Any]:
             if k not in cls.PIPELINE_OPTIONS and k != "weights"}
 
 
-def cache_key(cls: type[Method], options: Any, seed: int, data_hash: str, weights_sha256: str | None) -> str:
-    """The one key of a trained state: method, training options, seed, data hash and the --weights file's hash."""
+def cache_key(cls: type[Method], options: Any, seed: int, data_hash: str,
+              file_hashes: dict[str, str] | None = None) -> str:
+    """The one key of a trained state: method, training options, seed, data hash and the hashes of the input
+    files (`Method.input_files`; `weights_sha256` is always there, others only when given)."""
+    hashes = dict(file_hashes or {})
+    extra = {f"{name}_sha256": sha for name, sha in sorted(hashes.items()) if name != "weights"}
     return json_sha256({"method": cls.name, "options": training_options(cls, options), "seed": seed,
-                        "data_hash": data_hash, "weights_sha256": weights_sha256})
+                        "data_hash": data_hash, "weights_sha256": hashes.get("weights"), **extra})

@@ -1,15 +1,14 @@
-"""Paper-style Markdown tables from result files: accuracy (Table 2), cost (Table 5), localization."""
+"""The report from result files: the paper's tables (Markdown and LaTeX) and the plots, per protocol and preset."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from benchmark.errors import BenchmarkError
 from benchmark.results import LoadedRun, RunResult, TrainingInfo, load_results
+from benchmark.tables import Cell, Table, seeds_cell, to_latex, to_markdown
 
 MB = 1024 * 1024
 
@@ -52,72 +51,164 @@ def current_runs(runs: Sequence[LoadedRun]) -> dict[tuple[str, str], list[Loaded
     return out
 
 
-def _with_ci(run: RunResult, key: str) -> str:
-    value = run.metrics.get(key)
-    if value is None:
-        return "–"
-    ci = run.ci95.get(key)
-    return f"{value:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else f"{value:.2f}"
-
-
 def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def accuracy_table(runs: Sequence[RunResult]) -> pd.DataFrame:
-    """Table 2: SSA-1, SSA-5, SA-1, SA-5 per method (percent, with 95 % bootstrap intervals)."""
-    rows = [{"Method": run_label(r), "SSA-1": _with_ci(r, "ssa@1"), "SSA-5": _with_ci(r, "ssa@5"),
-             "SA-1": _with_ci(r, "sa@1"), "SA-5": _with_ci(r, "sa@5")} for r in runs]
-    return pd.DataFrame(rows, columns=["Method", "SSA-1", "SSA-5", "SA-1", "SA-5"])
+def _metric(runs: Sequence[RunResult], key: str, digits: int = 2) -> Cell:
+    """A metric over a method's seeds: one seed with its interval, several as mean ± sd."""
+    present = [r for r in runs if r.metrics.get(key) is not None]
+    if not present:
+        return Cell(None)
+    return seeds_cell([float(r.metrics[key]) for r in present], [r.ci95.get(key) for r in present], digits)
 
 
-def cost_table(runs: Sequence[RunResult]) -> pd.DataFrame:
-    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory."""
+def _label(label: str, runs: Sequence[RunResult]) -> str:
+    return f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
+
+
+ACCURACY = ("SSA-1", "ssa@1"), ("SSA-5", "ssa@5"), ("SA-1", "sa@1"), ("SA-5", "sa@5")
+SCORED_HIGH = {name: "high" for name, _ in ACCURACY}
+INTERVALS = "percent; 95 % bootstrap interval over queries, or mean ± sd over seeds"
+
+
+def _accuracy_rows(groups: dict[str, list[RunResult]], columns: Sequence[tuple[str, str]]) -> list:
+    return [(_label(label, runs), [_metric(runs, key) for _, key in columns]) for label, runs in groups.items()]
+
+
+def accuracy_table(groups: dict[str, list[RunResult]]) -> Table:
+    """Every method's SSA-1/5 and SA-1/5."""
+    return Table("accuracy", f"Accuracy of every method ({INTERVALS})", [c for c, _ in ACCURACY],
+                 _accuracy_rows(groups, ACCURACY), better=SCORED_HIGH)
+
+
+def _missing(family: str, groups: dict[str, list[RunResult]]) -> list[str]:
+    from benchmark.registry import METHODS
+
+    ran = {runs[0].method.name for runs in groups.values()}
+    names = [n for n in METHODS.names() if n not in ran and _family(n) == family]
+    return [f"No run of {', '.join(names)}."] if names else []
+
+
+def _family(name: str) -> str | None:
+    from benchmark.registry import METHODS
+
+    try:
+        return METHODS.get(name).family
+    except Exception:  # a plug-in that no longer imports: not listed as missing
+        return None
+
+
+def ial_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """Table 2: the IAL methods' SSA-1/5 and SA-1/5 (None when there is no IAL run)."""
+    ial = {k: v for k, v in groups.items() if v[0].method.family == "ial"}
+    if not ial:
+        return None
+    return Table("ial", f"Table 2: image address localization methods ({INTERVALS})", [c for c, _ in ACCURACY],
+                 _accuracy_rows(ial, ACCURACY), better=SCORED_HIGH, notes=_missing("ial", groups))
+
+
+LOSS_ABLATIONS = ("address", "address+caption", "address+geography", "address+caption+geography")
+
+
+def ablation_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """Table 3: AddressCLIP's loss ablation, one row per `losses=` variant found (None without variants)."""
+    rows: dict[str, list[RunResult]] = {}
+    for runs in groups.values():
+        method = runs[0].method
+        if method.name == "addressclip" and set(method.overrides) <= {"losses", "weights"}:
+            rows[str(method.options.get("losses", "address+caption+geography"))] = runs
+    if len(rows) < 2:
+        return None
+    ordered = {k: rows[k] for k in sorted(rows, key=lambda k: (len(k.split("+")), k))}
+    missing = [v for v in LOSS_ABLATIONS if v not in rows]
+    notes = [f"No run of losses={', losses='.join(missing)}."] if missing else []
+    return Table("ablation", f"Table 3: AddressCLIP loss ablation ({INTERVALS})", [c for c, _ in ACCURACY],
+                 _accuracy_rows(ordered, ACCURACY), better=SCORED_HIGH, notes=notes, label_column="Losses")
+
+
+TOWER_ROWS = {"image": "image tower only", "text": "text tower only", "both": "both towers"}
+
+
+def towers_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """Table 4: the encoder training strategy (`towers=image|text|both`) of addressclip and clip-address,
+    emitted when a one-tower variant was run."""
+    rows: dict[str, list[RunResult]] = {}
+    for runs in groups.values():
+        method = runs[0].method
+        if method.name in ("addressclip", "clip-address") and set(method.overrides) <= {"towers", "weights"}:
+            towers = str(method.options.get("towers", "both"))
+            rows[f"{method.name}: {TOWER_ROWS.get(towers, towers)}"] = runs
+    if not any("both" not in label for label in rows):
+        return None
+    ordered = {k: rows[k] for k in sorted(rows)}
+    return Table("towers", f"Table 4: which encoders are fine-tuned ({INTERVALS})", [c for c, _ in ACCURACY],
+                 _accuracy_rows(ordered, ACCURACY), better=SCORED_HIGH, label_column="Method: trained")
+
+
+def pipeline_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """Table 6: image → GPS → address (each retrieval method and geocoder variant) beside AddressCLIP."""
+    rows = {k: v for k, v in groups.items() if v[0].method.family == "retrieval" or v[0].method.name == "addressclip"}
+    if not any(v[0].method.family == "retrieval" for v in rows.values()):
+        return None
+    columns = ACCURACY[:2]
+    return Table("pipeline", f"Table 6: image → GPS → address beside AddressCLIP ({INTERVALS})",
+                 [c for c, _ in columns], _accuracy_rows(rows, columns), better={c: "high" for c, _ in columns})
+
+
+def cost_table(groups: dict[str, list[RunResult]]) -> Table:
+    """Table 5: storage, inference (encode) and retrieval (search + geocode) latency, peak memory, throughput
+    (each method's lowest seed)."""
     rows = []
-    for r in runs:
-        cost = r.cost
+    for label, runs in groups.items():
+        cost = runs[0].cost
         lat = cost.latency_ms
         memory = cost.peak_rss_bytes if cost.peak_cuda_bytes is None else cost.peak_cuda_bytes
-        row = {
-            "Method": run_label(r),
-            "Storage (MB)": _num(cost.storage_bytes.total / MB, 3),
-            "Inference (ms)": _num(lat["encode"].median, 3),
-            "Retrieval (ms)": _num(lat["search"].median + lat["geocode"].median, 3),
-            "Memory (MB)": _num(memory / MB, 1),
-            "Throughput (q/s)": _num(cost.throughput_qps, 1),
-        }
-        rows.append(row)
-    return pd.DataFrame(rows)
+        rows.append((label, [Cell(cost.storage_bytes.total / MB, digits=3), Cell(lat["encode"].median, digits=3),
+                             Cell(lat["search"].median + lat["geocode"].median, digits=3),
+                             Cell(memory / MB, digits=1), Cell(cost.throughput_qps, digits=1)]))
+    columns = ["Storage (MB)", "Inference (ms)", "Retrieval (ms)", "Memory (MB)", "Throughput (q/s)"]
+    return Table("cost", "Table 5: cost at inference (latency = median single-query ms; lowest seed)", columns,
+                 rows, better={"Storage (MB)": "low", "Inference (ms)": "low", "Retrieval (ms)": "low",
+                               "Throughput (q/s)": "high"})
 
 
-def training_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+def training_table(groups: dict[str, list[RunResult]]) -> Table | None:
     """The training budget of every trained method: backbone and its start, input size, optimiser steps,
     images through the model and wall time (of the run that trained it, when it came from the cache)."""
     rows = []
-    for r in runs:
-        t: TrainingInfo | None = r.training
+    for label, runs in groups.items():
+        t: TrainingInfo | None = runs[0].training
         if t is None:
             continue
         seconds = _num(t.wall_seconds, 0) + (" (cached)" if t.cached else "")
-        rows.append({"Method": run_label(r), "Backbone": t.backbone or "–",
-                     "Input": "×".join(map(str, t.input_size)) if t.input_size else "–",
-                     "Steps": "–" if t.steps is None else f"{t.steps:,}",
-                     "Images seen": "–" if t.images_seen is None else f"{t.images_seen:,}",
-                     "Training (s)": seconds, "Seed": str(t.seed)})
-    return pd.DataFrame(rows)
+        rows.append((label, [Cell(t.backbone or "–"), Cell("×".join(map(str, t.input_size)) if t.input_size else "–"),
+                             Cell("–" if t.steps is None else f"{t.steps:,}"),
+                             Cell("–" if t.images_seen is None else f"{t.images_seen:,}"), Cell(seconds),
+                             Cell(str(t.seed))]))
+    if not rows:
+        return None
+    return Table("budget", "Training budget (backbone and its start, input, optimiser steps, images through the "
+                 "model, seconds; lowest seed)", ["Backbone", "Input", "Steps", "Images seen", "Training (s)", "Seed"],
+                 rows)
 
 
-def localization_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+def localization_table(groups: dict[str, list[RunResult]]) -> Table | None:
     """Recall@1/5/10 (25 m) and localization error, for methods that predict coordinates."""
     rows = []
-    for r in runs:
-        m = r.metrics
+    for label, runs in groups.items():
+        m = runs[0].metrics
         if m.get("median_error_m") is None and m.get("recall@1") is None:
             continue
-        rows.append({"Method": run_label(r), "R@1": _with_ci(r, "recall@1"), "R@5": _with_ci(r, "recall@5"),
-                     "R@10": _with_ci(r, "recall@10"), "Median error (m)": _num(m.get("median_error_m"), 1),
-                     "≤25 m": _num(m.get("within_25m"), 1), "≤100 m": _num(m.get("within_100m"), 1)})
-    return pd.DataFrame(rows)
+        rows.append((_label(label, runs), [_metric(runs, "recall@1"), _metric(runs, "recall@5"),
+                                           _metric(runs, "recall@10"), _metric(runs, "median_error_m", 1),
+                                           _metric(runs, "within_25m", 1), _metric(runs, "within_100m", 1)]))
+    if not rows:
+        return None
+    columns = ["R@1", "R@5", "R@10", "Median error (m)", "≤25 m", "≤100 m"]
+    return Table("localization", f"Localization: Recall@N at 25 m and error ({INTERVALS})", columns, rows,
+                 better={"R@1": "high", "R@5": "high", "R@10": "high", "Median error (m)": "low", "≤25 m": "high",
+                         "≤100 m": "high"})
 
 
 def by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -133,59 +224,75 @@ def by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     return {label: sorted(out[label], key=lambda r: r.seed) for label in ranked}
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
-
-
-def seed_table(runs: Sequence[RunResult]) -> pd.DataFrame:
+def seed_table(groups: dict[str, list[RunResult]]) -> Table | None:
     """SSA-1 and SA-1 of every seed of the methods run with more than one, with mean ± sd across seeds
     (the seed spread, beside the bootstrap interval's query spread)."""
     rows = []
-    for label, members in by_method(runs).items():
+    for label, members in groups.items():
         if len(members) < 2:
             continue
         ssa = [r.metrics["ssa@1"] for r in members]
-        sa = [r.metrics["sa@1"] for r in members]
-        rows.append({"Method": label, "Seeds": ", ".join(str(r.seed) for r in members),
-                     "SSA-1 per seed": " / ".join(f"{v:.2f}" for v in ssa), "SSA-1 mean ± sd": _mean_sd(ssa),
-                     "SA-1 mean ± sd": _mean_sd(sa),
-                     "Widest 95 % interval (SSA-1)": f"±{max((r.ci95['ssa@1'][1] - r.ci95['ssa@1'][0]) / 2 for r in members if r.ci95.get('ssa@1')):.2f}"})
-    return pd.DataFrame(rows)
+        widest = max((r.ci95["ssa@1"][1] - r.ci95["ssa@1"][0]) / 2 for r in members if r.ci95.get("ssa@1"))
+        rows.append((label, [Cell(", ".join(str(r.seed) for r in members)),
+                             Cell(" / ".join(f"{v:.2f}" for v in ssa)), _metric(members, "ssa@1"),
+                             _metric(members, "sa@1"), Cell(f"±{widest:.2f}")]))
+    if not rows:
+        return None
+    return Table("seeds", "Seed spread (percent)", ["Seeds", "SSA-1 per seed", "SSA-1 mean ± sd", "SA-1 mean ± sd",
+                                                    "Widest 95 % interval (SSA-1)"], rows)
+
+
+def protocol_tables(all_runs: Sequence[RunResult]) -> list[Table]:
+    """Every table that has runs for one protocol and preset, in report order; references are never bold."""
+    groups = by_method(all_runs)
+    tables = [accuracy_table(groups), ial_table(groups), ablation_table(groups), towers_table(groups),
+              pipeline_table(groups),
+              cost_table(groups), localization_table(groups), training_table(groups), seed_table(groups)]
+    references = frozenset(_label(label, runs) for label, runs in groups.items()
+                           if runs[0].method.family == "reference")
+    references |= {label for label, runs in groups.items() if runs[0].method.family == "reference"}
+    return [replace(t, unranked=references) for t in tables if t is not None]
+
+
+def heading(protocol: str, all_runs: Sequence[RunResult]) -> str:
+    """The section title of one protocol and preset."""
+    first = min(all_runs, key=lambda r: r.seed).protocol
+    return (f"{protocol}{' (robustness variant)' if first.overrides else ''} (v{first.version}, preset "
+            f"{first.preset}, {first.n_queries} queries, {first.n_candidates} candidate sub-streets, "
+            f"data {first.data_hash[:12]})")
 
 
 def render_protocol(protocol: str, all_runs: Sequence[RunResult]) -> str:
-    """The Markdown report of one protocol and preset (main tables: each method's lowest seed)."""
-    runs = [members[0] for members in by_method(all_runs).values()]
-    first = runs[0].protocol
-    parts = [
-        f"## {protocol}{' (robustness variant)' if first.overrides else ''} (v{first.version}, preset "
-        f"{first.preset}, {first.n_queries} queries, "
-        f"{first.n_candidates} candidate sub-streets, data {first.data_hash[:12]})",
-        "",
-        "### Accuracy (Table 2 style; percent, 95 % bootstrap interval)",
-        "",
-        accuracy_table(runs).to_markdown(index=False, disable_numparse=True),
-        "",
-        "### Cost (Table 5 style; latency = median single-query ms)",
-        "",
-        cost_table(runs).to_markdown(index=False, disable_numparse=True),
-    ]
-    loc = localization_table(runs)
-    if len(loc):
-        parts += ["", "### Localization (Recall@N at 25 m)", "", loc.to_markdown(index=False, disable_numparse=True)]
-    budget = training_table(runs)
-    if len(budget):
-        parts += ["", "### Training budget (backbone, input, optimiser steps, images through the model, seconds)", "",
-                  budget.to_markdown(index=False, disable_numparse=True)]
-    seeds = seed_table(all_runs)
-    if len(seeds):
-        parts += ["", "### Seed spread (percent; the tables above show each method's lowest seed)", "",
-                  seeds.to_markdown(index=False, disable_numparse=True)]
+    """The Markdown report of one protocol and preset."""
+    parts = [f"## {heading(protocol, all_runs)}"]
+    for table in protocol_tables(all_runs):
+        parts += ["", f"### {table.title}", "", to_markdown(table)]
     return "\n".join(parts) + "\n"
 
 
-def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) -> tuple[str, list[Path]]:
-    """Render each protocol's (and preset's) tables from its newest runs; write one .md each and return the text."""
+def render_latex(protocol: str, all_runs: Sequence[RunResult]) -> str:
+    """The LaTeX tables (booktabs) of one protocol and preset, one `table` environment each."""
+    head = f"% {heading(protocol, all_runs)}\n% needs \\usepackage{{booktabs}}\n"
+    return head + "\n".join(to_latex(t) for t in protocol_tables(all_runs))
+
+
+FORMATS = ("md", "tex", "png", "html")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
+                 formats: Sequence[str] = ("md",)) -> tuple[str, list[Path]]:
+    """Render each protocol's (and preset's) report from its newest runs: `<stem>.md` (always returned as
+    text), `<stem>.tex`, the plots `<stem>-*.png/.svg` and one `report.html` for all (with the plots inline),
+    as `formats` asks; returns the Markdown text and the files written."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise BenchmarkError(f"--format {','.join(unknown)}: choose from {','.join(FORMATS)}")
     groups = current_runs(load_results(results_dir))
     if protocol is not None:
         groups = {k: v for k, v in groups.items() if k[0].split(":")[0] == protocol}
@@ -194,14 +301,32 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None) 
                              + (f" for protocol {protocol}" if protocol else "")
                              + "; run `python -m benchmark run` first or pass --results DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
-    texts, written = [], []
+    texts, written, sections = [], [], []
     for (name, preset), runs in groups.items():
-        text = render_protocol(name, [run.result for run in runs])
+        results = [run.result for run in runs]
+        text = render_protocol(name, results)
         stem = name.replace(":", "_").replace(",", "_").replace("=", "-")
-        path = out_dir / (f"{stem}.md" if preset == "default" else f"{stem}-{preset}.md")
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        stem = stem if preset == "default" else f"{stem}-{preset}"
         texts.append(text)
-        written.append(path)
+        if "md" in formats:
+            _atomic_text(out_dir / f"{stem}.md", text)
+            written.append(out_dir / f"{stem}.md")
+        if "tex" in formats:
+            _atomic_text(out_dir / f"{stem}.tex", render_latex(name, results))
+            written.append(out_dir / f"{stem}.tex")
+        plots: list[Path] = []
+        if "png" in formats or "html" in formats:
+            from benchmark.plots import write_plots
+
+            plots = [path for paths in write_plots(runs, out_dir, stem).values() for path in paths]
+            written.extend(plots)
+        if "html" in formats:
+            from benchmark.html import protocol_section
+
+            sections.append(protocol_section(name, runs, plots, out_dir))
+    if sections:
+        from benchmark.html import page
+
+        _atomic_text(out_dir / "report.html", page(sections))
+        written.append(out_dir / "report.html")
     return "\n".join(texts), written

@@ -162,15 +162,8 @@ def training_cache_key(cls: type[Method], options: Any, seed: int, data_hash: st
     """The cache key of a trained method's state (None for methods that do not train)."""
     if not cls.trains:
         return None
-    weights = getattr(options, "weights", "")
-    weights_sha256 = None
-    if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise BenchmarkError(f"weights file {path} does not exist; pass --weights PATH to a local checkpoint "
-                                 "(nothing is downloaded)")
-        weights_sha256 = file_sha256(path)
-    return cache_key(cls, options, seed, data_hash, weights_sha256)
+    hashes = {name: file_sha256(path) for name, path in cls.input_files(options).items()}
+    return cache_key(cls, options, seed, data_hash, hashes)
 
 
 def single_stream(method: Method, query: Callable[[int], QueryBatch], timed: int, warmup: int, k: int,

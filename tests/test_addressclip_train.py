@@ -136,3 +136,18 @@ def test_runner_records_family_footprint_and_weights(tiny_dataset, tmp_path):
         assert result["cost"]["storage_bytes"]["database"] == 24 * 64 * 4  # candidates × embed_dim × float32
         assert 0 < result["cost"]["storage_bytes"]["model"] < 16_000_000  # ResNet-18 conv4 + GeM + projection
         assert result["method"]["weights"] == {"source": "from-scratch"}
+
+
+@pytest.mark.parametrize("towers", ["image", "text"])
+def test_one_tower_fine_tunes_while_the_other_stays_as_it_was(towers):
+    from methods.addressclip.adapters import freeze_towers
+    from methods.addressclip.model import build_clip
+
+    model = build_clip("ial-r18-tiny", False, 0)
+    freeze_towers(model, towers)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "logit_scale" in trainable
+    assert all(n.startswith("visual.") == (towers == "image") for n in trainable - {"logit_scale"})
+    assert any(n.startswith("visual.") for n in trainable) == (towers == "image")
+    with pytest.raises(BenchmarkError, match="towers='none': use one of both, image, text"):
+        freeze_towers(model, "none")

@@ -81,15 +81,16 @@ def test_pipeline_options_hit_the_cache_and_training_options_miss_it(tiny_datase
     assert not changed["training"]["cached"] and changed["method"]["cache_key"] != first["method"]["cache_key"]
 
 
-def test_the_key_covers_seed_data_and_weights_but_not_pipeline_options():
+def test_the_key_covers_seed_data_and_input_files_but_not_pipeline_options():
     gem = METHODS.get("gem")
     options = make_options(gem, "smoke", {})
-    key = cache_key(gem, options, 0, "data", None)
+    key = cache_key(gem, options, 0, "data")
     assert key == cache_key(gem, replace(options, geocoder="streetmap", index="ivfpq", search_depth=99), 0,
-                            "data", None)
-    assert len({key, cache_key(gem, options, 1, "data", None), cache_key(gem, options, 0, "other", None),
-                cache_key(gem, options, 0, "data", "ab" * 32), cache_key(gem, replace(options, lr=1.0), 0,
-                                                                           "data", None)}) == 5
+                            "data", {})
+    assert len({key, cache_key(gem, options, 1, "data"), cache_key(gem, options, 0, "other"),
+                cache_key(gem, options, 0, "data", {"weights": "ab" * 32}),
+                cache_key(gem, options, 0, "data", {"init": "ab" * 32}),
+                cache_key(gem, replace(options, lr=1.0), 0, "data")}) == 6
     assert not METHODS.get("tiny-images").trains and not METHODS.get("clip-zeroshot").trains
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.report import cost_table, current_runs, run_label, training_table, write_report
+from benchmark.report import by_method, cost_table, current_runs, run_label, training_table, write_report
 from benchmark.results import (
     MIGRATIONS,
     RESULT_FILE,
@@ -119,14 +119,19 @@ def test_report_keeps_the_newest_run_per_variant_on_the_newest_data(tmp_path):
 
 
 def test_training_table_lists_the_budget_of_trained_runs_only():
-    assert training_table([_run("prior"), _run("oracle-gps")]).empty
+    assert training_table(by_method([_run("prior"), _run("oracle-gps")])) is None
     cached = TrainingInfo(seed=0, cache_key="ef" * 32, cached=True, wall_seconds=30.0, steps=5, images_seen=20,
                           backbone="resnet18 from the kotka backbone", input_size=[64, 88])
-    table = training_table([_run("gem", training=TRAINED), _run("netvlad", training=cached), _run("prior")])
-    assert list(table["Method"]) == ["gem", "netvlad"]
-    assert list(table["Training (s)"]) == ["12", "30 (cached)"] and list(table["Input"])[1] == "64×88"
-    assert list(table["Steps"]) == ["40", "5"] and list(table["Images seen"]) == ["160", "20"]
-    assert "Training (s)" not in cost_table([_run("gem", training=TRAINED)]).columns
+    table = training_table(by_method([_run("gem", training=TRAINED), _run("netvlad", training=cached),
+                                      _run("prior")]))
+    column = {name: [cells[j].plain() for _, cells in table.rows] for j, name in enumerate(table.columns)}
+    assert sorted(label for label, _ in table.rows) == ["gem", "netvlad"]
+    by_label = dict(zip((label for label, _ in table.rows), range(2)))
+    assert column["Training (s)"][by_label["gem"]] == "12" and column["Training (s)"][by_label["netvlad"]] == \
+        "30 (cached)"
+    assert column["Input"][by_label["netvlad"]] == "64×88"
+    assert column["Steps"][by_label["gem"]] == "40" and column["Images seen"][by_label["netvlad"]] == "20"
+    assert "Training (s)" not in cost_table(by_method([_run("gem", training=TRAINED)])).columns
 
 
 def test_malformed_or_foreign_result_files(tmp_path):

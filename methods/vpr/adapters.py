@@ -1,8 +1,8 @@
 """The six VPR methods on the shared retrieval pipeline: each supplies a network and its training recipe.
 
-CPU presets ('smoke', 'default') train from scratch with small inputs and ResNet-18 / a small ViT so that a
-method trains and evaluates on the helsinki default in minutes on 2 cores; 'paper' presets carry the
-published backbones, sizes and schedules (meant for GPUs).
+CPU presets train small inputs and ResNet-18 / a small ViT ('smoke' from scratch, 'default' from the
+Kotka-pretrained trunk, `init=kotka-r18`) so that a method trains and evaluates on the helsinki default in
+minutes on 2 cores; 'paper' presets carry the published backbones, sizes and schedules (meant for GPUs).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from methods.retrieval import RetrievalMethod
 from methods.training.augment import Photometric
 from methods.training.loop import TrainLog
 from methods.training.store import train_or_load
+from methods.training.trunks import apply_trunk, load_trunk, trunk_file
 from methods.vpr import recipes
 from methods.vpr.backbones import DinoV2, ResNetTrunk, resnet_sequential, vgg16_encoder
 from methods.vpr.heads import SALAD, CosPlaceHead, GeM, L2Norm, MixVPR, NetVLAD
@@ -40,6 +41,8 @@ from methods.vpr.options import (
 )
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64}
+# The CPU default starts every ResNet-18 method from the trunk ialbench pretrained on Kotka (methods/weights/README.md).
+KOTKA = {"init": "kotka-r18"}
 
 
 class VPRMethod(RetrievalMethod):
@@ -65,6 +68,8 @@ class VPRMethod(RetrievalMethod):
         o = self.options
         torch.manual_seed(self.ctx.seed)
         model = self.build_network()
+        if o.weights and o.init not in ("", "scratch"):
+            raise BenchmarkError(f"{self.name}: init={o.init} and weights= both set the backbone; give one")
         if o.weights:
             load_official(model, o.weights)
             path = Path(o.weights).expanduser()
@@ -72,6 +77,10 @@ class VPRMethod(RetrievalMethod):
             return model
 
         procs = processes(self.ctx.device)
+        trunk = load_trunk(o.init)
+        if trunk is not None:
+            apply_trunk(getattr(model, model.layout[0]), trunk)
+        origin = trunk.source if trunk is not None else f"{o.backbone} from scratch"
 
         def train() -> TrainLog:
             model.to(self.ctx.device)
@@ -83,12 +92,19 @@ class VPRMethod(RetrievalMethod):
 
         self.training = train_or_load(self.ctx.cache_dir, model.load_state_dict, train,
                                       lambda: {k: v.cpu() for k, v in model.state_dict().items()},
-                                      lambda: {"backbone": f"{o.backbone} from scratch",
+                                      lambda: {"backbone": origin,
                                                "input_size": [o.image_h, o.image_w]},
                                       procs.main)
         path = self.ctx.cache_dir / "model.pt"
         self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
         return model
+
+    @classmethod
+    def input_files(cls, options: Any) -> dict[str, Path]:
+        """`weights`, and the pretrained trunk `init` names."""
+        files = super().input_files(options)
+        init = trunk_file(options.init)
+        return files if init is None else {**files, "init": init}
 
     def provenance(self) -> dict[str, Any]:
         """Provenance of the encoder weights."""
@@ -141,7 +157,7 @@ class NetVLADMethod(TupleMethod):
     name = "netvlad"
     Options = NetVLADOptions
     PRESETS = {"smoke": {**SMOKE, "clusters": 8, "kmeans_images": 40, "cache_queries": 8, "cache_negatives": 64},
-               "default": {},
+               "default": KOTKA,
                "paper": {"frozen": 2, "augment": 0.0, "backbone": "vgg16", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "clusters": 64, "steps": 75_000,
                          "lr": 1e-4, "optimizer": "sgd", "weight_decay": 1e-3, "kmeans_images": 500}}
@@ -192,7 +208,7 @@ class GeMMethod(TupleMethod):
     Options = GeMOptions
     convention = "dvgl"
     PRESETS = {"smoke": {**SMOKE, "cache_queries": 8, "cache_negatives": 64},
-               "default": {},
+               "default": KOTKA,
                "paper": {"frozen": 2, "augment": 0.0, "backbone": "resnet50", "image_h": 480, "image_w": 640, "negatives": 10, "batch": 4,
                          "cache_queries": 1000, "cache_negatives": 1000, "steps": 50_000, "lr": 1e-5,
                          "optimizer": "adam"}}
@@ -209,7 +225,7 @@ class CosPlaceMethod(VPRMethod):
     name = "cosplace"
     Options = CosPlaceOptions
     PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32},
-               "default": {"batch": 32},
+               "default": {**KOTKA, "batch": 32},
                "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
                          "steps": 500_000, "iterations_per_epoch": 10_000, "min_images_per_class": 10,
                          "lr": 1e-5, "optimizer": "adam"}}
@@ -246,7 +262,7 @@ class MixVPRMethod(PlaceMethod):
     name = "mixvpr"
     Options = MixVPROptions
     PRESETS = {"smoke": {**SMOKE, "out_channels": 16, "mix_depth": 1},
-               "default": {"batch": 16},
+               "default": {**KOTKA, "batch": 16},
                "paper": {"frozen": 2, "backbone": "resnet50", "image_h": 320, "image_w": 320, "out_channels": 1024,
                          "out_rows": 4, "mix_depth": 4, "batch": 120, "steps": 40_000, "lr": 0.05,
                          "optimizer": "sgd", "weight_decay": 1e-3}}

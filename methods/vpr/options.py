@@ -20,6 +20,8 @@ class VPROptions(RetrievalOptions, FitOptions):
     # Leading ResNet stages frozen with the stem: dvgl / CosPlace freeze 2 of an ImageNet trunk (paper presets);
     # from scratch on the CPU everything trains (mixvpr SSA@1 35.6 vs 30.0 with 2 frozen, helsinki v2).
     frozen: int = 0
+    # scratch | a trunk pretrained by ialbench (methods.training.trunks, e.g. kotka-r18) | a trunk file
+    init: str = "scratch"
 
 
 @dataclass(frozen=True)

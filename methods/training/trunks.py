@@ -1,0 +1,184 @@
+"""ResNet trunks pretrained by ialbench itself on another rendered city, that a method can start from.
+
+Papers start from ImageNet or CLIP weights; none can be downloaded here, so the CPU presets start from a
+trunk that the project's own code trained on Kotka (a city the Helsinki protocol never sees). A trunk is
+stored in torchvision's ResNet naming (`conv1.`, `bn1.`, `layer1.`..) up to its cut, and loads into both
+layouts the methods use: `ResNetTrunk` (`model.conv1.` ...) and the dvgl Sequential (`0.`, `1.`, `4.` ...).
+
+`init=` on a method takes `scratch`, a registered trunk name (shipped in `methods/weights/`, rebuilt by
+`python -m benchmark pretrain NAME`), or a path to a trunk file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import file_sha256
+from methods.training.checkpoints import load_weights_file
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+# torchvision ResNet child -> index in the dvgl Sequential (conv1, bn1, relu, maxpool, layer1, ...)
+SEQUENTIAL_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """A pretrained trunk: which method trained it, on which protocol, with which options, and its file."""
+
+    name: str
+    backbone: str
+    cut: str
+    protocol: str
+    method: str  # a method spec as `--methods` takes it, e.g. "mixvpr:steps=1200"
+    seed: int
+    file: str  # under methods/weights/
+
+    @property
+    def path(self) -> Path:
+        """Where the shipped file lives."""
+        return WEIGHTS_DIR / self.file
+
+    def describe(self) -> str:
+        """One line for result records and tables: what the trunk is and how it was trained."""
+        return f"{self.backbone} {self.cut} pretrained on {self.protocol} ({self.method}, seed {self.seed})"
+
+
+TRUNKS: dict[str, TrunkSpec] = {
+    "kotka-r18": TrunkSpec("kotka-r18", "resnet18", "layer3", "kotka", "mixvpr:steps=3600", 0, "kotka-r18.pt"),
+}
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """Trunk weights (torchvision naming), where they came from, and the file's hash."""
+
+    state: dict[str, Tensor]
+    source: str  # what to record as the backbone's origin
+    path: Path
+    sha256: str
+
+
+def trunk_file(init: str) -> Path | None:
+    """The file behind an `init=` value (None for scratch); an unknown name gets one clear error."""
+    if init in ("", "scratch"):
+        return None
+    if init in TRUNKS:
+        path = TRUNKS[init].path
+        if not path.is_file():
+            raise BenchmarkError(f"pretrained trunk {init!r} is missing ({path}); rebuild it with "
+                                 f"`python -m benchmark pretrain {init}` or pass init=scratch")
+        return path
+    path = Path(init).expanduser()
+    if not path.is_file():
+        raise BenchmarkError(f"init={init!r} is neither scratch, a registered trunk ({', '.join(TRUNKS)}) "
+                             "nor an existing trunk file")
+    return path
+
+
+def load_trunk(init: str) -> Trunk | None:
+    """Read the trunk an `init=` value names (None for scratch), as float32 tensors."""
+    path = trunk_file(init)
+    if path is None:
+        return None
+    state = load_weights_file(path)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()) or not state:
+        raise BenchmarkError(f"trunk file {path} holds no state dict of tensors; rebuild it with "
+                             "`python -m benchmark pretrain NAME`")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    source = TRUNKS[init].describe() if init in TRUNKS else f"trunk file {path.name}"
+    return Trunk(state, source, path, file_sha256(path))
+
+
+def extract_trunk(state: dict[str, Tensor], prefix: str, cut: str) -> dict[str, Tensor]:
+    """The torchvision-named stem and stages up to `cut` from a model state stored under `prefix`."""
+    keep = ("conv1.", "bn1.", *(f"{s}." for s in RESNET_STAGES[:RESNET_STAGES.index(cut) + 1]))
+    trunk = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):].startswith(keep)}
+    if not trunk:
+        raise BenchmarkError(f"no ResNet trunk under {prefix!r} in the trained state")
+    return trunk
+
+
+def _to_sequential(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"{SEQUENTIAL_INDEX[head]}.{rest}"
+
+
+def apply_trunk(module: nn.Module, trunk: Trunk) -> None:
+    """Load the trunk strictly into a ResNetTrunk (its torchvision `model`) or a dvgl Sequential ResNet cut;
+    another backbone, cut or architecture is one clear error."""
+    state = trunk.state
+    inner = getattr(module, "model", None)
+    if isinstance(inner, torchvision.models.ResNet):
+        module = inner
+    elif isinstance(module, nn.Sequential):
+        state = {_to_sequential(k): v for k, v in state.items()}
+    else:
+        raise BenchmarkError(f"init= starts ResNet trunks only; this method's backbone is a "
+                             f"{type(inner or module).__name__}: use init=scratch")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:4])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+            f"shape mismatch {', '.join(sorted(shapes)[:4])}" if shapes else "") if part)
+        raise BenchmarkError(f"trunk {trunk.path} does not fit this method's backbone ({detail}); use a trunk of "
+                             "the same backbone and cut, or init=scratch")
+    module.load_state_dict(state, strict=True)
+
+
+_STAGE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
+
+
+def save_trunk(state: dict[str, Tensor], path: Path) -> None:
+    """Write a trunk (torchvision naming) with float tensors as float16, atomically."""
+    bad = [k for k in state if not _STAGE.match(k)]
+    if bad:
+        raise ValueError(f"not torchvision ResNet trunk keys: {bad[:4]}")
+    half = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(half, tmp)
+    tmp.replace(path)
+
+
+def build_trunk(spec: TrunkSpec, file: Path, results: Path, preset: str = "default", device: str = "auto",
+                progress: bool = True) -> tuple[Path, Path]:
+    """Train `spec.method` on `spec.protocol` with the runner (evaluated and written to `results` like any run),
+    then save its trunk to `file`. Returns (trunk file, result folder)."""
+    from benchmark.results import read_run
+    from benchmark.runner import RunSpec, parse_methods, run
+
+    methods = parse_methods(spec.method)
+    if len(methods) != 1:
+        raise BenchmarkError(f"trunk {spec.name}: method {spec.method!r} must name exactly one method")
+    folder, = run(RunSpec(protocol=spec.protocol, methods=methods, preset=preset, device=device, seed=spec.seed,
+                          out=results, progress=progress))
+    weights = read_run(folder / "result.json").result.method.weights
+    if weights.path is None or not Path(weights.path).is_file():
+        raise BenchmarkError(f"trunk {spec.name}: {spec.method} left no trained state ({folder}); it must train")
+    state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    trunk = None
+    for prefix in ("backbone.model.", "backbone.", "encoder."):  # ResNetTrunk, dvgl / Nanne Sequential
+        inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if "0.weight" in inner:  # a Sequential ResNet cut: back to torchvision names
+            names = {str(i): name for name, i in SEQUENTIAL_INDEX.items()}
+            inner = {f"{names[head]}.{rest}": v for k, v in inner.items()
+                     for head, _, rest in [k.partition(".")] if head in names}
+        if "conv1.weight" in inner:
+            trunk = extract_trunk(inner, "", spec.cut)
+            break
+    if trunk is None:
+        raise BenchmarkError(f"trunk {spec.name}: {spec.method} has no ResNet trunk to extract")
+    save_trunk(trunk, file)
+    return file, folder

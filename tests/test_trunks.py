@@ -1,0 +1,126 @@
+"""Pretrained trunks (`init=`): built by the runner, shipped, loaded into both ResNet layouts, keyed into the
+cache, and every misuse is one clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.errors import BenchmarkError
+from benchmark.method import make_options
+from benchmark.registry import METHODS
+from benchmark.runner import training_cache_key
+from methods.training.trunks import TRUNKS, TrunkSpec, apply_trunk, build_trunk, load_trunk, save_trunk
+from methods.vpr.backbones import ResNetTrunk, resnet_sequential
+
+TAKES_INIT = [name for name in METHODS.names()
+              if "init" in {f.name for f in dataclasses.fields(METHODS.get(name).Options)}]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_dataset):
+    """A trunk pretrained by the runner on `tiny` (mixvpr, 3 smoke steps), as `pretrain` builds one."""
+    folder = tmp_path_factory.mktemp("trunk")
+    spec = TrunkSpec("tiny-r18", "resnet18", "layer3", "tiny", "mixvpr:steps=3", 0, "unused.pt")
+    file, run = build_trunk(spec, folder / "tiny-r18.pt", folder / "results", preset="smoke", progress=False)
+    return file, run
+
+
+def test_build_writes_a_half_precision_torchvision_trunk_and_the_run_that_trained_it(built):
+    file, run = built
+    state = torch.load(file, weights_only=True)
+    assert (run / "result.json").is_file() and (run / "predictions.jsonl").is_file()
+    assert {k.split(".")[0] for k in state} == {"conv1", "bn1", "layer1", "layer2", "layer3"}
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+def test_both_resnet_layouts_compute_the_same_features_from_one_trunk(built):
+    trunk = load_trunk(str(built[0]))
+    lightning = ResNetTrunk("resnet18", "layer3")
+    sequential, _ = resnet_sequential("resnet18", "layer3")
+    apply_trunk(lightning, trunk)
+    apply_trunk(sequential, trunk)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        a, b = lightning.eval()(x), sequential.eval()(x)
+    assert torch.equal(a, b)
+    assert torch.equal(lightning.model.conv1.weight, trunk.state["conv1.weight"])
+
+
+@pytest.mark.parametrize("name", TAKES_INIT)
+def test_every_method_with_init_starts_from_the_trunk_or_refuses_clearly(built, tiny_dataset, tmp_path, name):
+    from benchmark.method import RunContext
+
+    cls = METHODS.get(name)
+    options = make_options(cls, "smoke", {"init": str(built[0]), "steps": "1", "epochs": "1"}
+                           if "epochs" in {f.name for f in dataclasses.fields(cls.Options)}
+                           else {"init": str(built[0]), "steps": "1"})
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="smoke", cache_dir=tmp_path, progress=False,
+                     batch_size=8)
+    method = cls(options, ctx)
+    trunk = load_trunk(str(built[0]))
+    try:
+        method.prepare(tiny_dataset)
+    except BenchmarkError as e:  # a ViT backbone (salad), or a ViT image tower
+        assert "init=" in str(e) and "scratch" in str(e)
+        return
+    assert trunk.source in method.training.backbone
+
+
+def test_the_shipped_trunks_load_into_the_default_presets():
+    for spec in TRUNKS.values():
+        trunk = load_trunk(spec.name)
+        assert trunk is not None and trunk.sha256
+        module = ResNetTrunk(spec.backbone, spec.cut)
+        apply_trunk(module, trunk)
+
+
+def test_the_trunk_file_is_in_the_cache_key(built, tmp_path):
+    cls = METHODS.get("mixvpr")
+    options = make_options(cls, "smoke", {"init": str(built[0])})
+    key = training_cache_key(cls, options, 0, "data")
+    state = torch.load(built[0], weights_only=True)
+    state["conv1.weight"] = state["conv1.weight"] + 1
+    other = tmp_path / "other.pt"
+    save_trunk(state, other)
+    assert key != training_cache_key(cls, dataclasses.replace(options, init=str(other)), 0, "data")
+    other.write_bytes(built[0].read_bytes())  # same content, another name: only the option differs
+    assert training_cache_key(cls, dataclasses.replace(options, init=str(other)), 0, "data") != key
+
+
+@pytest.mark.parametrize(("init", "message"), [
+    ("kotka-r19", "neither scratch, a registered trunk"),
+    ("/nowhere/trunk.pt", "neither scratch, a registered trunk"),
+])
+def test_an_unknown_init_is_one_clear_error(init, message):
+    with pytest.raises(BenchmarkError, match=message):
+        load_trunk(init)
+
+
+def test_a_trunk_of_another_backbone_does_not_fit(built, tmp_path):
+    big = ResNetTrunk("resnet50", "layer3")
+    with pytest.raises(BenchmarkError, match="does not fit this method's backbone.*init=scratch"):
+        apply_trunk(big, load_trunk(str(built[0])))
+    junk = tmp_path / "junk.pt"
+    torch.save([1, 2, 3], junk)
+    with pytest.raises(BenchmarkError, match="holds no state dict"):
+        load_trunk(str(junk))
+
+
+def test_init_and_weights_together_are_refused(built, tmp_path, tiny_dataset):
+    from benchmark.method import RunContext
+
+    cls = METHODS.get("mixvpr")
+    options = make_options(cls, "smoke", {"init": str(built[0]), "weights": str(built[0])})
+    method = cls(options, RunContext(device=torch.device("cpu"), seed=0, preset="smoke", cache_dir=tmp_path,
+                                     progress=False))
+    with pytest.raises(BenchmarkError, match="give one"):
+        method.prepare(tiny_dataset)
+
+
+def test_pretrain_cli_names_an_unknown_trunk(capsys):
+    assert main(["pretrain", "kotka-r81"]) == 2
+    assert "did you mean 'kotka-r18'" in capsys.readouterr().err
