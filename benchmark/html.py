@@ -69,9 +69,9 @@ def _links(runs: Sequence[LoadedRun], out_dir: Path) -> str:
     for run in sorted(runs, key=lambda r: (run_label(r), r.result.seed)):
         href = Path(os.path.relpath(run.folder, out_dir)).as_posix()
         items.append(f'<li>{html.escape(run_label(run))} (seed {run.result.seed}): '
-                     f'<a href="{html.escape(href)}/result.json">result.json</a>, '
-                     f'<a href="{html.escape(href)}/predictions.jsonl">predictions.jsonl</a></li>')
-    return "<h3>Runs</h3>\n<ul>" + "\n".join(items) + "</ul>"
+                     f'<a href="{html.escape(href)}/result.json">{html.escape(href)}/result.json</a></li>')
+    return ("<h3>Runs</h3>\n<p>Each run's folder also holds its per-query <code>predictions.jsonl</code>.</p>\n<ul>"
+            + "\n".join(items) + "</ul>")
 
 
 def protocol_section(name: str, runs: Sequence[LoadedRun], plots: Sequence[Path], out_dir: Path) -> str:

@@ -302,7 +302,8 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
                              + "; run `python -m benchmark run` first or pass --results DIR")
     out_dir.mkdir(parents=True, exist_ok=True)
     texts, written, sections = [], [], []
-    for (name, preset), runs in groups.items():
+    # Base protocols before their variants, then by name and preset, whatever order the files were read in.
+    for (name, preset), runs in sorted(groups.items(), key=lambda kv: (":" in kv[0][0], kv[0])):
         results = [run.result for run in runs]
         text = render_protocol(name, results)
         stem = name.replace(":", "_").replace(",", "_").replace("=", "-")
