@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
-from methods.training.checkpoints import load_weights_file
+from methods.training.checkpoints import check_state_dict, load_weights_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -123,18 +123,8 @@ def apply_trunk(module: nn.Module, trunk: Trunk) -> None:
     else:
         raise BenchmarkError(f"init= starts ResNet trunks only; this method's backbone is a "
                              f"{type(inner or module).__name__}: use init=scratch")
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        detail = "; ".join(part for part in (
-            f"missing {', '.join(missing[:4])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
-            f"shape mismatch {', '.join(sorted(shapes)[:4])}" if shapes else "") if part)
-        raise BenchmarkError(f"trunk {trunk.path} does not fit this method's backbone ({detail}); use a trunk of "
-                             "the same backbone and cut, or init=scratch")
-    module.load_state_dict(state, strict=True)
+    check_state_dict(module, state, f"trunk {trunk.path} (init=: use a trunk of this method's backbone and cut, "
+                                    "or init=scratch)")
 
 
 _STAGE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
