@@ -248,9 +248,9 @@ def protocol_tables(all_runs: Sequence[RunResult]) -> list[Table]:
     tables = [accuracy_table(groups), ial_table(groups), ablation_table(groups), towers_table(groups),
               pipeline_table(groups),
               cost_table(groups), localization_table(groups), training_table(groups), seed_table(groups)]
-    references = frozenset(_label(label, runs) for label, runs in groups.items()
-                           if runs[0].method.family == "reference")
-    references |= {label for label, runs in groups.items() if runs[0].method.family == "reference"}
+    # Row labels with and without the seed count: tables differ in which they show.
+    references = frozenset(shown for label, runs in groups.items() if runs[0].method.family == "reference"
+                           for shown in (label, _label(label, runs)))
     return [replace(t, unranked=references) for t in tables if t is not None]
 
 
