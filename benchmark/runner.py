@@ -57,7 +57,7 @@ class RunSpec:
     device: str = "auto"
     seed: int = 0
     out: Path = Path("results")
-    k: int = 5
+    k: int = 10  # predictions kept per query: SSA@k / SA@k are reported to k = 10
     batch_size: int = 32
     latency_queries: int = 100
     warmup: int = 5
