@@ -481,7 +481,7 @@ def accuracy_vs_junction_distance(runs: Sequence[LoadedRun], out_dir: Path, stem
 # 4. Maps of right and wrong queries.
 
 
-def best_per_family(runs: Sequence[LoadedRun], families: Sequence[str] = ("ial", "retrieval")) -> list[LoadedRun]:
+def best_per_family(runs: Sequence[LoadedRun], families: Sequence[str] = ("ial", "retrieval", "classification")) -> list[LoadedRun]:
     """The run with the highest SSA@1 of each family (seeds included; the first in report order on ties)."""
     ordered = [run for members in runs_by_method(runs).values() for run in members]
     best = []
@@ -520,7 +520,7 @@ def _map_panel(ax: Axes, run: LoadedRun, queries: Queries, streets: Sequence[Seq
 
 @_themed
 def query_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
-    """The sub-street map with every query marked right or wrong (SSA@1), for the best IAL and retrieval runs."""
+    """The sub-street map with every query marked right or wrong (SSA@1), for the best run of each family."""
     panels = [(run, queries) for run in best_per_family(runs)
               if (queries := read_queries(run)) is not None and np.isfinite(queries.true_utm).all(axis=1).any()]
     if not panels:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from benchmark.errors import BenchmarkError
 from benchmark.results import LoadedRun, RunResult, TrainingInfo, load_results
@@ -99,9 +100,16 @@ def _family(name: str) -> str | None:
         return None
 
 
+# Classifiers that answer with addresses straight away (no coordinates): Table 2 shows them beside the IAL
+# methods as their control; the other classification methods go through coordinates (Table 6).
+DIRECT_CLASSIFIERS = frozenset({"subst-classifier"})
+
+
 def ial_table(groups: dict[str, list[RunResult]]) -> Table | None:
-    """Table 2: the IAL methods' SSA-1/5 and SA-1/5 (None when there is no IAL run)."""
-    ial = {k: v for k, v in groups.items() if v[0].method.family == "ial"}
+    """Table 2: the IAL methods' (and the direct sub-street classifier's) SSA-1/5 and SA-1/5 (None when there is
+    no IAL run)."""
+    ial = {k: v for k, v in groups.items()
+           if v[0].method.family == "ial" or v[0].method.name in DIRECT_CLASSIFIERS}
     if not ial:
         return None
     return Table("ial", f"Table 2: image address localization methods ({INTERVALS})", [c for c, _ in ACCURACY],
@@ -147,9 +155,14 @@ def towers_table(groups: dict[str, list[RunResult]]) -> Table | None:
 
 
 def pipeline_table(groups: dict[str, list[RunResult]]) -> Table | None:
-    """Table 6: image → GPS → address (each retrieval method and geocoder variant) beside AddressCLIP."""
-    rows = {k: v for k, v in groups.items() if v[0].method.family == "retrieval" or v[0].method.name == "addressclip"}
-    if not any(v[0].method.family == "retrieval" for v in rows.values()):
+    """Table 6: image → GPS → address (each retrieval and geocell method and geocoder variant) beside
+    AddressCLIP."""
+    def via_gps(method: Any) -> bool:
+        return method.family == "retrieval" or (method.family == "classification"
+                                                and method.name not in DIRECT_CLASSIFIERS)
+
+    rows = {k: v for k, v in groups.items() if via_gps(v[0].method) or v[0].method.name == "addressclip"}
+    if not any(via_gps(v[0].method) for v in rows.values()):
         return None
     columns = ACCURACY[:2]
     return Table("pipeline", f"Table 6: image → GPS → address beside AddressCLIP ({INTERVALS})",

@@ -22,6 +22,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "cosplace": ("methods.vpr.adapters:CosPlaceMethod", "CosPlace (CosFace over UTM/heading groups) -> geocoder"),
     "mixvpr": ("methods.vpr.adapters:MixVPRMethod", "MixVPR (MultiSimilarity + miner) -> geocoder"),
     "salad": ("methods.vpr.adapters:SALADMethod", "DINOv2-layout ViT + SALAD (MultiSimilarity) -> geocoder"),
+    # --- geocell classification -> coordinates -> reverse geocoding, and the plain classification control ---
+    "pigeon": ("methods.classification.pigeon:Pigeon",
+               "PIGEON: semantic geocells, haversine label smoothing, location-cluster refinement -> geocoder"),
+    "subst-classifier": ("methods.classification.subst:SubStreetClassifier",
+                         "the backbone with a linear head over the candidate sub-streets (cross-entropy)"),
 }
 
 # Named method sets for --methods. `headline` is what `python -m benchmark run` runs by default: the

@@ -75,6 +75,27 @@ def make_geocoder(dataset: Dataset, name: str) -> Gazetteer | StreetMap:
     raise BenchmarkError(f"geocoder={name!r}: use gazetteer or streetmap")
 
 
+def geocode_ranked(geocoder: Gazetteer | StreetMap, coords: np.ndarray, scores: list[float], k: int
+                   ) -> tuple[list[str], list[float]]:
+    """k distinct addresses from ranked coordinates [M, 2] with their scores: each position reverse-geocoded in
+    rank order and de-duplicated (an address keeps the score of the first position that gave it); if fewer
+    than k result, the next-nearest addresses around the first position fill the list, scored like the last."""
+    nearest = geocoder.lookup(coords, 1)
+    topk: list[str] = []
+    out: list[float] = []
+    for (hit,), s in zip(nearest, scores):
+        if hit[0] not in topk:
+            topk.append(hit[0])
+            out.append(float(s))
+            if len(topk) == k:
+                return topk, out
+    for address, _ in geocoder.lookup(coords[:1], k + len(topk))[0]:
+        if address not in topk and len(topk) < k:
+            topk.append(address)
+            out.append(out[-1])
+    return topk, out
+
+
 class RetrievalMethod(Method):
     """Place recognition + reverse geocoding. Subclasses implement `build_encoder` and `preprocess`.
 
@@ -125,20 +146,7 @@ class RetrievalMethod(Method):
         if len(ids) == 0:
             raise RuntimeError(f"{self.name}: the index returned no neighbour; raise nprobe")
         coords = self.database_utm[ids]
-        nearest = self.geocoder.lookup(coords, 1)
-        topk: list[str] = []
-        scores: list[float] = []
-        for (hit,), s in zip(nearest, similarity.tolist()):
-            if hit[0] not in topk:
-                topk.append(hit[0])
-                scores.append(s)
-                if len(topk) == k:
-                    break
-        if len(topk) < k:
-            for address, _ in self.geocoder.lookup(coords[:1], k + len(topk))[0]:
-                if address not in topk and len(topk) < k:
-                    topk.append(address)
-                    scores.append(scores[-1])
+        topk, scores = geocode_ranked(self.geocoder, coords, similarity.tolist(), k)
         top = coords[0]
         return Prediction(topk, scores, (float(top[0]), float(top[1])), ids.tolist())
 

@@ -207,4 +207,4 @@ def test_a_new_method_is_one_class_on_the_shared_bases(tiny_dataset, tmp_path, c
     assert result["method"]["family"] == cls.family and 0 <= result["metrics"]["ssa@1"] <= 100
     assert (result["training"] is not None) == cls.trains
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
-    assert len(rows) == len(tiny_dataset.splits["queries"]) and all(len(set(r["topk"])) == 5 for r in rows)
+    assert len(rows) == len(tiny_dataset.splits["queries"]) and all(len(set(r["topk"])) == RunSpec.k for r in rows)

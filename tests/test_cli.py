@@ -13,6 +13,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.registry import METHODS
 from benchmark.results import PREDICTIONS_FILE, RESULT_FILE
+from benchmark.runner import RunSpec
 from tests.ialdata import good_splits, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_run_all_on_tiny_then_report(tmp_path, capsys):
         assert set(result["metrics"]) >= CONTRACT_METRICS and set(result["ci95"]) >= CONTRACT_METRICS
         assert len(rows) == result["protocol"]["n_queries"]
         assert set(rows[0]) >= {"image", "address", "topk", "scores", "utm"}
-        assert all(len(set(r["topk"])) == len(r["topk"]) <= 5 for r in rows)
+        assert all(len(set(r["topk"])) == len(r["topk"]) <= RunSpec.k for r in rows)
         cost = result["cost"]
         assert set(cost["latency_ms"]) == {"encode", "search", "geocode", "total"}
         assert cost["storage_bytes"]["total"] == sum(cost["storage_bytes"][k] for k in ("model", "database", "map"))

@@ -9,7 +9,7 @@ from open_clip.model import CLIP
 
 from methods.addressclip.data import ImageTransform, TrainTexts
 from methods.addressclip.losses import GeoTarget, LossWeights, addressclip_loss
-from methods.addressclip.text import encode_tokens
+from methods.addressclip.text import encode_token_groups
 from methods.training.augment import Photometric
 from methods.training.loop import TrainStep
 
@@ -43,10 +43,12 @@ class ContrastiveStep(TrainStep):
         else:
             image = self.clip.encode_image(pixels)
         address = caption = None
-        if self.weights.address:
-            address = encode_tokens(self.clip, self.texts.address_tokens[index].to(device))
-        if self.weights.caption:
-            caption = encode_tokens(self.clip, self.texts.caption_tokens[index].to(device))
+        wanted = [t[index] for t, on in ((self.texts.address_tokens, self.weights.address),
+                                          (self.texts.caption_tokens, self.weights.caption)) if on]
+        if wanted:
+            features = encode_token_groups(self.clip, [t.to(device) for t in wanted])
+            address = features[0] if self.weights.address else None
+            caption = features[-1] if self.weights.caption else None
         scale = self.clip.logit_scale.exp()
         return addressclip_loss(image, address, caption, self.texts.utm[index].to(device), scale,
                                 self.weights, self.geo)

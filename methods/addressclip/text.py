@@ -66,6 +66,15 @@ def encode_embedded(model: CLIP, embedded: torch.Tensor, tokens: torch.Tensor) -
 
 def encode_tokens(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
     """Text features (unnormalised) of token ids, computed on the used prefix only when that is exact."""
-    if model.attn_mask is not None and model.text_pool_type in ("argmax", "eos"):
-        tokens = trim(tokens)
-    return encode_embedded(model, model.token_embedding(tokens), tokens)
+    return encode_token_groups(model, [tokens])[0]
+
+
+def encode_token_groups(model: CLIP, groups: list[torch.Tensor]) -> list[torch.Tensor]:
+    """encode_tokens of several batches (e.g. addresses and captions) through one token-embedding lookup, each
+    batch on its own used prefix. One lookup means one dense gradient of the 49,408-row table per step."""
+    exact = model.attn_mask is not None and model.text_pool_type in ("argmax", "eos")
+    groups = [trim(g) if exact else g for g in groups]
+    width = max(g.shape[1] for g in groups)
+    padded = torch.cat([torch.nn.functional.pad(g, (0, width - g.shape[1])) for g in groups])
+    embedded = model.token_embedding(padded).split([len(g) for g in groups])
+    return [encode_embedded(model, e[:, :g.shape[1]], g) for e, g in zip(embedded, groups)]

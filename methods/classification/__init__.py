@@ -1,0 +1,1 @@
+"""The classification family: geocell classification (PIGEON) and a plain sub-street classifier."""

@@ -1,0 +1,175 @@
+"""The classification family's shared part: the retrieval methods' backbone (ResNet trunk cut + GeM) with a
+linear head over classes, trained by the shared fit loop on per-image targets and cached like every method.
+
+A subclass says what the classes are (`targets`: hard labels or soft target rows), how a batch's loss is
+computed from logits and targets (`loss`), what it prepares after training (`index`) and how it answers
+(`predict`)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from benchmark.dataset import Dataset
+from benchmark.distributed import processes
+from benchmark.errors import BenchmarkError
+from benchmark.hashing import file_sha256
+from benchmark.measure import module_bytes
+from benchmark.method import Footprint, Method
+from methods.training.augment import Photometric
+from methods.training.checkpoints import check_state_dict, load_weights_file
+from methods.training.loop import TensorRows, TrainLog, TrainStep, epoch_batches, fit, total_steps
+from methods.training.options import FitOptions
+from methods.training.store import train_or_load
+from methods.training.trunks import apply_trunk, load_trunk, trunk_file
+from methods.vpr import recipes
+from methods.vpr.backbones import resnet_sequential
+from methods.vpr.heads import GeM
+
+
+@dataclass(frozen=True)
+class ClassifierOptions(FitOptions):
+    """Backbone, input size and start of the classifier (as the retrieval methods'), and a trained checkpoint."""
+
+    weights: str = ""  # an ialbench checkpoint of this method (model.pt of its cache): evaluated as is
+    backbone: str = "resnet18"
+    cut: str = "layer3"
+    image_h: int = 64
+    image_w: int = 88
+    init: str = "scratch"  # scratch | a trunk pretrained by ialbench (e.g. kotka-r18) | a trunk file
+    batch: int = 32
+    steps: int = 600
+
+
+class Classifier(nn.Module):
+    """ResNet trunk (dvgl Sequential cut) -> GeM -> linear head; `embed` gives the L2-normalised descriptor."""
+
+    def __init__(self, backbone: str, cut: str, classes: int):
+        super().__init__()
+        self.trunk, channels = resnet_sequential(backbone, cut)
+        self.pool = GeM()
+        self.head = nn.Linear(channels, classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> pooled features [B, C]."""
+        return self.pool(self.trunk(images)).flatten(1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised pooled features (the descriptor refinement compares)."""
+        return F.normalize(self.features(images), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, classes]."""
+        return self.head(self.features(images))
+
+
+class ClassifierStep(TrainStep):
+    """One batch of training rows: augment, normalise, logits, the method's loss against the rows' targets."""
+
+    def __init__(self, model: Classifier, targets: torch.Tensor, loss: Any, augment: float, seed: int):
+        super().__init__()
+        self.model = model
+        self.targets = targets
+        self.loss = loss
+        self.augment = Photometric(augment, seed)
+
+    def forward(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'total': loss} for uint8 images [B, 3, H, W] given by their rows in the train split."""
+        logits = self.model(recipes.normalise(self.augment(images)))
+        return {"total": self.loss(logits, self.targets[index.cpu()].to(logits.device))}
+
+
+class ClassifierMethod(Method):
+    """Train (or load) the classifier on the train split, then let the subclass index and answer."""
+
+    family = "classification"
+    trains = True
+    Options: ClassVar[type] = ClassifierOptions
+
+    @abstractmethod
+    def targets(self, dataset: Dataset) -> tuple[int, torch.Tensor]:
+        """Number of classes and each training image's target: [N] class ids or [N, classes] soft rows."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch."""
+
+    def index(self, dataset: Dataset) -> None:
+        """What the method prepares after training (cell tables, cluster means)."""
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Resize to image_h x image_w and normalise with ImageNet mean/std (as the retrieval methods)."""
+        o = self.options
+        return recipes.normalise(recipes.to_uint8(image, o.image_h, o.image_w)[None])[0]
+
+    def prepare(self, dataset: Dataset) -> None:
+        """Targets, model (from `weights`, the cache, or trained and cached), then the subclass's index."""
+        o = self.options
+        classes, targets = self.targets(dataset)
+        torch.manual_seed(self.ctx.seed)
+        self.model = Classifier(o.backbone, o.cut, classes)
+        if o.weights:
+            if o.init not in ("", "scratch"):
+                raise BenchmarkError(f"{self.name}: init={o.init} and weights= both start the backbone; give one")
+            path = Path(o.weights).expanduser()
+            check_state_dict(self.model, load_weights_file(path), f"{self.name} weights {path} (pass the model.pt "
+                             f"of a {self.name} run on this dataset)")
+            self._provenance = {"source": "file", "path": str(path), "sha256": file_sha256(path)}
+        else:
+            self._train(dataset, targets)
+        self.model.to(self.ctx.device).eval()
+        self.index(dataset)
+
+    def _train(self, dataset: Dataset, targets: torch.Tensor) -> None:
+        o = self.options
+        trunk = load_trunk(o.init)
+        if trunk is not None:
+            apply_trunk(self.model.trunk, trunk)
+        origin = trunk.source if trunk is not None else f"{o.backbone} from scratch"
+        procs = processes(self.ctx.device)
+
+        def train() -> TrainLog:
+            images = recipes_images(dataset, o.image_h, o.image_w, self.ctx.batch_size,
+                                    self.ctx.progress and procs.main)
+            step = ClassifierStep(self.model, targets, self.loss, o.augment, self.ctx.seed)
+            desc = f"{self.name}: training"
+            batches, per_epoch = epoch_batches(TensorRows(images), o, self.ctx.seed, self.ctx.device, 0, desc)
+            return fit(step, batches, total_steps(o, per_epoch), o, self.ctx.device, desc, self.ctx.progress)
+
+        self.training = train_or_load(self.ctx.cache_dir, self.model.load_state_dict, train,
+                                      lambda: {k: v.cpu() for k, v in self.model.state_dict().items()},
+                                      lambda: {"backbone": f"{o.backbone} {o.cut} + GeM, {origin}",
+                                               "input_size": [o.image_h, o.image_w]},
+                                      procs.main)
+        path = self.ctx.cache_dir / "model.pt"
+        self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
+
+    def footprint(self) -> Footprint:
+        """The classifier's weights (subclasses add their tables)."""
+        return Footprint(model=module_bytes(self.model))
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the weights came from."""
+        return getattr(self, "_provenance", {"source": "from-scratch"})
+
+    @classmethod
+    def input_files(cls, options: Any) -> dict[str, Path]:
+        """`weights`, and the pretrained trunk `init` names."""
+        files = super().input_files(options)
+        init = trunk_file(options.init)
+        return files if init is None else {**files, "init": init}
+
+
+def recipes_images(dataset: Dataset, height: int, width: int, batch_size: int, progress: bool) -> torch.Tensor:
+    """The train split decoded once, resized to height x width, uint8 [N, 3, H, W]."""
+    from benchmark.images import map_images
+
+    return map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
+                      desc="decoding training images", progress=progress)
