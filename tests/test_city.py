@@ -29,6 +29,7 @@ def test_smoke_build_passes_data_check(smoke):
     counts = dataset.counts()
     assert 300 <= counts["images"] <= 1500 and counts["sub_streets"] >= 15 and counts["neighbourhoods"] >= 2
     assert (dataset.root / "card" / "CARD.md").is_file() and (dataset.root / "card" / "contact_sheet.png").is_file()
+    assert (dataset.root / "card" / "geocells.png").is_file()
 
 
 def test_rebuild_is_byte_identical(smoke, tmp_path):

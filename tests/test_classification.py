@@ -18,6 +18,8 @@ from methods.classification.pigeon import Pigeon, dataset_zone, parse_zone
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAIN = {"steps": "60", "batch": "16", "lr": "1e-3", "augment": "0"}
+# tiny's cells are 2-4 locations some 40 m apart: a city-scale tau (100 m) would make every target nearly flat
+PIGEON = {**TRAIN, "steps": "120", "tau": "25"}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,8 @@ def runs(tiny_dataset, tmp_path_factory):
     """prior, subst-classifier and pigeon (refined and not; one training, cached) on tiny."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("results")
-    methods = [("prior", {}), ("subst-classifier", dict(TRAIN)), ("pigeon", dict(TRAIN)),
-               ("pigeon", {**TRAIN, "refine": "none"})]
+    methods = [("prior", {}), ("subst-classifier", dict(TRAIN)), ("pigeon", dict(PIGEON)),
+               ("pigeon", {**PIGEON, "refine": "none"})]
     spec = RunSpec(protocol="tiny", methods=methods, preset="smoke", latency_queries=1, warmup=0, n_boot=10,
                    progress=False, out=out)
     folders = run(spec)

@@ -60,6 +60,34 @@ def plot_partition(geojson: Path, out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_geocells(dataset: Dataset, out: Path, title: str, min_locations: int = 10, max_locations: int = 25) -> int:
+    """pigeon's semantic geocells at its default granularity over the training locations; returns the count."""
+    from benchmark.address import parse_address
+    from methods.classification.geocells import build_geocells
+
+    table = dataset.splits["train"]
+    cells = build_geocells(dataset.utm("train"), [parse_address(a).neighbourhood for a in table.address],
+                           min_locations, max_locations)
+    colours = plt.get_cmap("tab20").colors
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
+    for i, area in enumerate(cells.areas):
+        for polygon in getattr(area, "geoms", [area]):
+            ax.fill(*polygon.exterior.xy, color=colours[i % len(colours)], alpha=0.45, linewidth=0)
+            ax.plot(*polygon.exterior.xy, color="white", linewidth=0.6)
+    ax.scatter(cells.locations[:, 0], cells.locations[:, 1], s=1.5, color="black", linewidths=0)
+    ax.scatter(cells.centroids[:, 0], cells.centroids[:, 1], s=14, marker="x", color="#cc0000", linewidths=0.8)
+    ax.set_aspect("equal")
+    ax.set_title(f"{title}: {len(cells)} geocells ({min_locations}-{max_locations} training locations each; "
+                 "x = centroid)", fontsize=9)
+    ax.set_xlabel("UTM east (m)")
+    ax.set_ylabel("UTM north (m)")
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    fig.savefig(out, metadata=PNG_META)
+    plt.close(fig)
+    return len(cells)
+
+
 def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) -> None:
     """Query views (right) beside the nearest database view with the same heading (left)."""
     queries, database = dataset.splits["queries"], dataset.splits["database"]
@@ -96,6 +124,7 @@ def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, sourc
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_partition(geojson, out_dir / "partition_map.png", f"{title}: sub-streets")
     contact_sheet(dataset, out_dir / "contact_sheet.png")
+    n_cells = plot_geocells(dataset, out_dir / "geocells.png", title)
     counts = dataset.counts()
     lines = [
         f"# Dataset card: {title}",
@@ -116,6 +145,10 @@ def write_card(dataset: Dataset, geojson: Path, out_dir: Path, title: str, sourc
         "## Sub-street partition",
         "",
         "![partition](partition_map.png)",
+        "",
+        f"## Geocells ({n_cells}, as `pigeon` builds them from the training split: cells_min=10, cells_max=25)",
+        "",
+        "![geocells](geocells.png)",
         "",
         "## Database vs. query views",
         "",
