@@ -77,6 +77,7 @@ def plot_geocells(dataset: Dataset, out: Path, title: str, min_locations: int = 
     ax.scatter(cells.locations[:, 0], cells.locations[:, 1], s=1.5, color="black", linewidths=0)
     ax.scatter(cells.centroids[:, 0], cells.centroids[:, 1], s=14, marker="x", color="#cc0000", linewidths=0.8)
     ax.set_aspect("equal")
+    ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_title(f"{title}: {len(cells)} geocells ({min_locations}-{max_locations} training locations each; "
                  "x = centroid)", fontsize=9)
     ax.set_xlabel("UTM east (m)")
