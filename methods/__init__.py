@@ -31,7 +31,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
 
 # Named method sets for --methods. `headline` is what `python -m benchmark run` runs by default: the
 # references, AddressCLIP and CLIP + address, and the best retrieval method of the CPU presets (measured on
-# helsinki v2: mixvpr SSA@1 35.6 vs salad 27.0); `--methods all` runs every registered method.
+# helsinki v2: mixvpr SSA@1 35.6 vs salad 27.0); `--methods all` runs every registered method. The classification
+# family's best, subst-classifier (310 s of training), is left out: with it the main job would pass 15 minutes on
+# 2 cores (`--methods headline,subst-classifier` adds it).
 SETS: dict[str, list[str]] = {
     "headline": ["oracle-gps", "prior", "tiny-images", "addressclip", "clip-address", "mixvpr"],
 }
