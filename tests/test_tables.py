@@ -93,3 +93,18 @@ def test_towers_table_appears_with_a_one_tower_variant():
     assert towers_table(by_method([base])) is None
     table = towers_table(by_method([base, image]))
     assert [label for label, _ in table.rows] == ["clip-address: both towers", "clip-address: image tower only"]
+
+
+def test_the_classification_family_goes_to_table_2_or_table_6_by_what_it_predicts():
+    from benchmark.report import by_method, ial_table, pipeline_table
+    from tests.test_results import _run
+
+    def family(name: str, kind: str):
+        run = _run(name)
+        return replace(run, method=replace(run.method, family=kind))
+
+    runs = [family("addressclip", "ial"), family("subst-classifier", "classification"),
+            family("pigeon", "classification"), family("mixvpr", "retrieval")]
+    assert [label for label, _ in ial_table(by_method(runs)).rows] == ["addressclip", "subst-classifier"]
+    assert [label for label, _ in pipeline_table(by_method(runs)).rows] == ["addressclip", "mixvpr", "pigeon"]
+    assert pipeline_table(by_method(runs[:2])) is None  # nothing goes through coordinates
