@@ -18,6 +18,7 @@ class VPRName:
     utm_north: float
     pano_id: str = ""
     heading: float | None = None
+    utm_zone: tuple[int, bool] | None = None  # (zone number, southern hemisphere) when the name carries them
 
 
 def has_utm_name(path: str) -> bool:
@@ -46,7 +47,10 @@ def parse_vpr_name(path: str) -> VPRName:
         except ValueError:
             raise ValueError(f"heading {fields[9]!r} is not a number") from None
     pano = fields[7] if len(fields) > 7 else ""
-    return VPRName(values[0], values[1], pano, heading)
+    zone = None
+    if len(fields) > 4 and fields[3].isdigit() and len(fields[4]) == 1 and fields[4].isalpha():
+        zone = (int(fields[3]), fields[4].upper() < "N")  # latitude bands C..M are south, N..X north
+    return VPRName(values[0], values[1], pano, heading, zone)
 
 
 def format_vpr_name(

@@ -35,7 +35,7 @@ from methods.training.loop import (
 )
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
-from methods.training.trunks import apply_trunk, load_trunk, trunk_file
+from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
 
 LOSS_TERMS = ("address", "caption", "geography")
 
@@ -116,7 +116,7 @@ PAPER = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True, "augment":
 PAPER_INFERENCE = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True}
 
 
-class ClipMethod(IALMethod):
+class ClipMethod(StartsFromTrunk, IALMethod):
     """An open_clip CLIP: image tower + text tower, candidates written by `template` and encoded once."""
 
     Options: ClassVar[type] = ClipOptions
@@ -207,13 +207,6 @@ class ClipMethod(IALMethod):
             return f"{tower} from {Path(self.options.weights).name}"
         trunk = getattr(self, "trunk", None)
         return f"{tower}, trunk {trunk.source}" if trunk is not None else f"{tower} from scratch"
-
-    @classmethod
-    def input_files(cls, options: Any) -> dict[str, Path]:
-        """`weights`, and the pretrained trunk `init` names."""
-        files = super().input_files(options)
-        init = trunk_file(getattr(options, "init", "scratch"))
-        return files if init is None else {**files, "init": init}
 
     def fit_step(self, step: TrainStep, source: TorchDataset) -> TrainLog:
         """Run the shared fit loop over epochs of a dataset of (input, row index) pairs."""

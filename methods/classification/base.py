@@ -28,8 +28,9 @@ from methods.training.checkpoints import check_state_dict, load_weights_file
 from methods.training.loop import TensorRows, TrainLog, TrainStep, epoch_batches, fit, total_steps
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
-from methods.training.trunks import apply_trunk, load_trunk, trunk_file
+from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
 from methods.vpr import recipes
+from methods.vpr.adapters import train_images
 from methods.vpr.backbones import resnet_sequential
 from methods.vpr.heads import GeM
 
@@ -86,7 +87,7 @@ class ClassifierStep(TrainStep):
         return {"total": self.loss(logits, self.targets[index.cpu()].to(logits.device))}
 
 
-class ClassifierMethod(Method):
+class ClassifierMethod(StartsFromTrunk, Method):
     """Train (or load) the classifier on the train split, then let the subclass index and answer."""
 
     family = "classification"
@@ -106,8 +107,7 @@ class ClassifierMethod(Method):
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize to image_h x image_w and normalise with ImageNet mean/std (as the retrieval methods)."""
-        o = self.options
-        return recipes.normalise(recipes.to_uint8(image, o.image_h, o.image_w)[None])[0]
+        return recipes.preprocess(image, self.options.image_h, self.options.image_w)
 
     def prepare(self, dataset: Dataset) -> None:
         """Targets, model (from `weights`, the cache, or trained and cached), then the subclass's index."""
@@ -136,8 +136,7 @@ class ClassifierMethod(Method):
         procs = processes(self.ctx.device)
 
         def train() -> TrainLog:
-            images = recipes_images(dataset, o.image_h, o.image_w, self.ctx.batch_size,
-                                    self.ctx.progress and procs.main)
+            images = train_images(dataset, o.image_h, o.image_w, self.ctx.batch_size, self.ctx.progress and procs.main)
             step = ClassifierStep(self.model, targets, self.loss, o.augment, self.ctx.seed)
             desc = f"{self.name}: training"
             batches, per_epoch = epoch_batches(TensorRows(images), o, self.ctx.seed, self.ctx.device, 0, desc)
@@ -159,17 +158,3 @@ class ClassifierMethod(Method):
         """Where the weights came from."""
         return getattr(self, "_provenance", {"source": "from-scratch"})
 
-    @classmethod
-    def input_files(cls, options: Any) -> dict[str, Path]:
-        """`weights`, and the pretrained trunk `init` names."""
-        files = super().input_files(options)
-        init = trunk_file(options.init)
-        return files if init is None else {**files, "init": init}
-
-
-def recipes_images(dataset: Dataset, height: int, width: int, batch_size: int, progress: bool) -> torch.Tensor:
-    """The train split decoded once, resized to height x width, uint8 [N, 3, H, W]."""
-    from benchmark.images import map_images
-
-    return map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
-                      desc="decoding training images", progress=progress)

@@ -25,6 +25,7 @@ from methods.classification.base import ClassifierMethod, ClassifierOptions
 from methods.classification.geocells import Geocells, build_geocells
 from methods.classification.smoothing import smoothed_cross_entropy, smoothed_targets, utm_to_latlon
 from methods.retrieval import geocode_ranked, make_geocoder
+from protocols.vpr_names import parse_vpr_name
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64, "cells_min": 2, "cells_max": 4}
 # From the Kotka trunk like every ResNet-18 method of the CPU default; 600 steps of 32 images.
@@ -68,11 +69,14 @@ def dataset_zone(dataset: Dataset, option: str) -> tuple[int, bool]:
         return parse_zone(option)
     zones = set()
     for image in dataset.splits["train"].image:
-        fields = str(image).rsplit("/", 1)[-1].split("@")
-        if len(fields) < 5 or not fields[3].isdigit():
+        try:
+            zone = parse_vpr_name(str(image)).utm_zone
+        except ValueError:
+            zone = None
+        if zone is None:
             raise BenchmarkError(f"pigeon: image name {image!r} carries no UTM zone; pass utm_zone= (e.g. "
                                  "pigeon:utm_zone=17N for Pittsburgh)")
-        zones.add((int(fields[3]), fields[4].upper() < "N"))
+        zones.add(zone)
     if len(zones) != 1:
         raise BenchmarkError(f"pigeon: the training images name several UTM zones {sorted(zones)}; pass utm_zone=")
     return zones.pop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -172,3 +173,15 @@ def build_trunk(spec: TrunkSpec, file: Path, results: Path, preset: str = "defau
         raise BenchmarkError(f"trunk {spec.name}: {spec.method} has no ResNet trunk to extract")
     save_trunk(trunk, file)
     return file, folder
+
+
+class StartsFromTrunk:
+    """Mixin for methods whose `init` option may name a pretrained trunk: that file joins `input_files`, so its
+    sha256 is part of the training cache key (put it before the Method base in the class's bases)."""
+
+    @classmethod
+    def input_files(cls, options: Any) -> dict[str, Path]:
+        """`weights` (from the Method base), and the pretrained trunk `init` names."""
+        files = super().input_files(options)  # type: ignore[misc]
+        init = trunk_file(getattr(options, "init", "scratch"))
+        return files if init is None else {**files, "init": init}

@@ -25,7 +25,7 @@ from methods.retrieval import RetrievalMethod
 from methods.training.augment import Photometric
 from methods.training.loop import TrainLog
 from methods.training.store import train_or_load
-from methods.training.trunks import apply_trunk, load_trunk, trunk_file
+from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
 from methods.vpr import recipes
 from methods.vpr.backbones import DinoV2, ResNetTrunk, resnet_sequential, vgg16_encoder
 from methods.vpr.heads import SALAD, CosPlaceHead, GeM, L2Norm, MixVPR, NetVLAD
@@ -45,7 +45,7 @@ SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64}
 KOTKA = {"init": "kotka-r18"}
 
 
-class VPRMethod(RetrievalMethod):
+class VPRMethod(StartsFromTrunk, RetrievalMethod):
     """A trained VPR encoder: load official weights, or train from scratch once (cached by the runner)."""
 
     Options: ClassVar[type] = VPROptions
@@ -61,7 +61,7 @@ class VPRMethod(RetrievalMethod):
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize to image_h x image_w and normalise with ImageNet mean/std."""
-        return recipes.normalise(recipes.to_uint8(image, self.options.image_h, self.options.image_w)[None])[0]
+        return recipes.preprocess(image, self.options.image_h, self.options.image_w)
 
     def build_encoder(self, dataset: Dataset) -> nn.Module:
         """Official weights if given; else the cached trained state; else train from scratch and cache."""
@@ -99,23 +99,21 @@ class VPRMethod(RetrievalMethod):
         self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
         return model
 
-    @classmethod
-    def input_files(cls, options: Any) -> dict[str, Path]:
-        """`weights`, and the pretrained trunk `init` names."""
-        files = super().input_files(options)
-        init = trunk_file(options.init)
-        return files if init is None else {**files, "init": init}
-
     def provenance(self) -> dict[str, Any]:
         """Provenance of the encoder weights."""
         return getattr(self, "_provenance", {"source": "from-scratch"})
 
 
+def train_images(dataset: Dataset, height: int, width: int, batch_size: int, progress: bool = False) -> torch.Tensor:
+    """The training split decoded once and resized to height x width: uint8 [N, 3, H, W] in memory."""
+    return map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
+                      desc="decoding training images", progress=progress)
+
+
 def load_train_split(dataset: Dataset, height: int, width: int, batch_size: int,
                      augment: float = 0.0, seed: int = 0, progress: bool = False) -> recipes.TrainSplit:
     """Decode and resize the whole training split once (uint8 in memory); `augment` = photometric strength."""
-    images = map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
-                        desc="decoding training images", progress=progress)
+    images = train_images(dataset, height, width, batch_size, progress)
     table = dataset.splits["train"]
     if "heading" not in table or table.heading.isna().any():
         heading = np.zeros(len(table))

@@ -38,6 +38,11 @@ def normalise(batch: Tensor) -> Tensor:
     return (batch.float() / 255.0 - MEAN) / STD
 
 
+def preprocess(image: Image.Image, height: int, width: int) -> Tensor:
+    """One decoded image -> the normalised [3, H, W] float tensor a ResNet trunk takes."""
+    return normalise(to_uint8(image, height, width)[None])[0]
+
+
 @dataclass
 class TrainSplit:
     """The training split held in memory: resized uint8 images, UTM coordinates, headings."""
