@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", default="headline",
                      help="comma-separated method names, each optionally name:key=value,key=value, or a set: "
                           "headline (the default: references, AddressCLIP, CLIP + address, the best retrieval "
-                          "method) or all")
+                          "and the best classification method) or all")
     run.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
     run.add_argument("--data-root", type=Path, default=None, help="dataset folder (real datasets) or build folder")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")

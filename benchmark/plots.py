@@ -49,7 +49,7 @@ FAMILY_NAMES: dict[str, str] = {"reference": "reference", "ial": "IAL", "retriev
                                 "classification": "classification"}
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
-RIGHT_COLOUR, WRONG_COLOUR = "#1A9641", "#D7191C"
+SHARE_CMAP = "RdYlGn"  # red: every query at the place wrong, green: every one right
 STREETS_FILE = "streets.geojson"
 JUNCTION_BINS_M: tuple[float, ...] = (0.0, 10.0, 20.0, 40.0, math.inf)
 JUNCTION_TOLERANCE_M = 1.0
@@ -369,6 +369,18 @@ def accuracy_at_k(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots")
 # 3. Accuracy against the distance to the nearest junction.
 
 
+def dataset_root(run: LoadedRun) -> Path:
+    """The run's dataset folder: as recorded, else the folder of the same name in this machine's cache (a
+    generated dataset's folder name carries its version and options, so the name is the same dataset)."""
+    recorded = Path(run.result.protocol.root)
+    if recorded.is_dir():
+        return recorded
+    from benchmark.protocol import cache_root
+
+    cached = cache_root() / "data" / recorded.name
+    return cached if cached.is_dir() else recorded
+
+
 def load_streets(root: Path) -> list[list[np.ndarray]] | None:
     """The UTM parts ((n, 2) arrays) of every sub-street in `<root>/streets.geojson`; None if there is no map."""
     path = Path(root) / STREETS_FILE
@@ -434,7 +446,7 @@ def junction_table(runs: Sequence[LoadedRun], edges: Sequence[float] = JUNCTION_
     maps: dict[str, np.ndarray | None] = {}
     rows = []
     for run in main_runs(runs):
-        root = run.result.protocol.root
+        root = dataset_root(run)
         if root not in maps:
             streets = load_streets(Path(root))
             maps[root] = None if streets is None else junctions(streets)
@@ -499,23 +511,38 @@ def _draw_streets(ax: Axes, streets: Sequence[Sequence[np.ndarray]]) -> None:
     ax.add_collection(LineCollection(segments, colors=colours, linewidths=1.2, alpha=0.45, zorder=1))
 
 
-def _map_panel(ax: Axes, run: LoadedRun, queries: Queries, streets: Sequence[Sequence[np.ndarray]] | None) -> None:
+def location_shares(true_utm: np.ndarray, right: np.ndarray, precision_m: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Queries grouped by true position (rounded to `precision_m`): positions [m, 2], query counts [m] and the
+    share of them that are right [m], ordered by decreasing share so that wrong places are drawn on top."""
+    keys = np.round(true_utm / precision_m).astype(np.int64)
+    unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    shares = np.bincount(inverse, weights=right.astype(np.float64), minlength=len(unique)) / counts
+    positions = np.zeros((len(unique), 2))
+    np.add.at(positions, inverse, true_utm)
+    positions /= counts[:, None]
+    order = np.lexsort((positions[:, 1], positions[:, 0], -shares))
+    return positions[order], counts[order], shares[order]
+
+
+def _map_panel(ax: Axes, run: LoadedRun, queries: Queries, streets: Sequence[Sequence[np.ndarray]] | None) -> Any:
     if streets:
         _draw_streets(ax, streets)
     known = np.isfinite(queries.true_utm).all(axis=1)
-    right = ssa_hits(queries.topk, queries.truth, 1)
-    for hit, colour, name in ((False, WRONG_COLOUR, "wrong"), (True, RIGHT_COLOUR, "right")):
-        chosen = known & (right == hit)
-        ax.scatter(queries.true_utm[chosen, 0] / 1000.0, queries.true_utm[chosen, 1] / 1000.0, s=5, color=colour,
-                   linewidths=0, zorder=2, label=f"SSA@1 {name} ({int(chosen.sum())})")
+    right = ssa_hits(queries.topk, queries.truth, 1)[known]
+    positions, counts, shares = location_shares(queries.true_utm[known], right)
+    points = ax.scatter(positions[:, 0] / 1000.0, positions[:, 1] / 1000.0, s=4.0 + 2.0 * counts, c=shares,
+                        cmap=SHARE_CMAP, vmin=0.0, vmax=1.0, linewidths=0, zorder=2)
     ax.set_aspect("equal", adjustable="datalim")
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_xlabel("UTM east (km)")
     ax.set_ylabel("UTM north (km)")
     ax.set_title(f"{FAMILY_NAMES.get(_family(run), _family(run))}: {run_label(run)}, seed {run.result.seed}\n"
-                 f"SSA@1 {run.result.metrics['ssa@1']:.1f} %", fontsize=8)
-    ax.legend(loc="upper right", markerscale=2.5, frameon=True)
+                 f"SSA@1 {run.result.metrics['ssa@1']:.1f} % ({int(right.sum())} right, "
+                 f"{int((~right).sum())} wrong, {len(positions)} places)", fontsize=8)
     ax.grid(False)
+    return points
 
 
 @_themed
@@ -526,10 +553,94 @@ def query_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> 
     if not panels:
         return []
     fig, axes = _figure(len(panels), 5.2, 5.4)
-    for ax, (run, queries) in zip(axes, panels):
-        _map_panel(ax, run, queries, load_streets(Path(run.result.protocol.root)))
-    fig.suptitle("Queries each family's best run gets right (green) and wrong (red), over the sub-streets")
+    points = [_map_panel(ax, run, queries, load_streets(dataset_root(run)))
+              for ax, (run, queries) in zip(axes, panels)]
+    fig.colorbar(points[-1], ax=axes, location="bottom", shrink=0.5, aspect=40,
+                 label="share of the queries at a place that SSA@1 gets right (dot size: how many queries)")
+    fig.suptitle("Where each family's best run gets the sub-street right, over the sub-streets")
     return save_figure(fig, out_dir, stem, "query_map")
+
+
+GEOCELL_METHODS = frozenset({"pigeon"})
+MAX_GEOCELL_PANELS = 3
+
+
+def draw_geocells(ax: Any, cells: Any, scale: float = 1.0) -> None:
+    """Fill every geocell's area in its own colour (white borders) and mark the centroids (x); UTM / scale."""
+    colours = matplotlib.colormaps["tab20"].colors
+    for i, area in enumerate(cells.areas):
+        for polygon in getattr(area, "geoms", [area]):
+            x, y = (np.asarray(v) / scale for v in polygon.exterior.xy)
+            ax.fill(x, y, color=colours[i % len(colours)], alpha=0.35, linewidth=0, zorder=0)
+            ax.plot(x, y, color="white", linewidth=0.6, zorder=1)
+    ax.scatter(cells.centroids[:, 0] / scale, cells.centroids[:, 1] / scale, s=14, marker="x", color="black",
+               linewidths=0.8, zorder=3)
+
+
+def run_geocells(run: LoadedRun) -> Any:
+    """A geocell run's cells, rebuilt from its dataset's training split with its recorded options (None when
+    the dataset is not on this machine)."""
+    from benchmark.address import parse_address
+    from benchmark.protocol import resolve_protocol
+    from methods.classification.geocells import build_geocells
+
+    root = dataset_root(run)
+    if not root.is_dir():
+        return None
+    try:
+        dataset, _ = resolve_protocol(run.result.protocol.name).read(root)
+    except BenchmarkError as e:
+        log.warning("plots: %s (the geocell map is left out)", e)
+        return None
+    if dataset is None:
+        return None
+    o = run.result.method.options
+    hoods = [parse_address(a).neighbourhood for a in dataset.splits["train"].address]
+    return build_geocells(dataset.utm("train"), hoods, int(o.get("cells_min", 10)), int(o.get("cells_max", 25)),
+                          float(o.get("margin_m", 50.0)))
+
+
+@_themed
+def geocell_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
+    """The geocells of each granularity the geocell runs used, with the best such run's queries coloured by
+    the share it gets right (SSA@1) at each place."""
+    best: dict[tuple[Any, ...], LoadedRun] = {}
+    for run in main_runs(runs):
+        o = run.result.method.options
+        if run.result.method.name in GEOCELL_METHODS and run.result.metrics.get("ssa@1") is not None:
+            key = (o.get("cells_min"), o.get("cells_max"), o.get("margin_m"))
+            if key not in best or run.result.metrics["ssa@1"] > best[key].result.metrics["ssa@1"]:
+                best[key] = run
+    panels = []
+    for run in list(best.values())[:MAX_GEOCELL_PANELS]:
+        queries = read_queries(run)
+        cells = run_geocells(run) if queries is not None else None
+        if cells is not None:
+            panels.append((run, queries, cells))
+    if not panels:
+        return []
+    fig, axes = _figure(len(panels), 5.2, 5.4)
+    points = []
+    for ax, (run, queries, cells) in zip(axes, panels):
+        draw_geocells(ax, cells, 1000.0)
+        known = np.isfinite(queries.true_utm).all(axis=1)
+        right = ssa_hits(queries.topk, queries.truth, 1)[known]
+        positions, counts, shares = location_shares(queries.true_utm[known], right)
+        points.append(ax.scatter(positions[:, 0] / 1000.0, positions[:, 1] / 1000.0, s=3.0 + 1.5 * counts,
+                                 c=shares, cmap=SHARE_CMAP, vmin=0.0, vmax=1.0, linewidths=0, zorder=2))
+        o = run.result.method.options
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.ticklabel_format(useOffset=False, style="plain")
+        ax.set_xlabel("UTM east (km)")
+        ax.set_ylabel("UTM north (km)")
+        ax.set_title(f"{run_label(run)}: {len(cells)} cells of {o.get('cells_min')}-{o.get('cells_max')} training "
+                     f"locations\nSSA@1 {run.result.metrics['ssa@1']:.1f} %, seed {run.result.seed} (x: centroid)",
+                     fontsize=8)
+        ax.grid(False)
+    fig.colorbar(points[-1], ax=axes, location="bottom", shrink=0.5, aspect=40,
+                 label="share of the queries at a place that SSA@1 gets right")
+    fig.suptitle("Semantic geocells (rebuilt from the training split) and where the geocell method is right")
+    return save_figure(fig, out_dir, stem, "geocells")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -597,26 +708,31 @@ def smooth(values: pd.Series, fraction: float = 0.05) -> pd.Series:
 
 @_themed
 def training_curves(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
-    """The total training loss per optimiser step (raw, faint, and a rolling mean) of every trained method."""
+    """The total training loss per optimiser step (raw, faint, and a rolling mean) of every trained method, one
+    panel per family: their losses are on different scales (contrastive, metric, soft-target cross-entropy)."""
     style = styles(runs)
-    logs = {}
+    logs: dict[str, dict[str, pd.DataFrame]] = {}
     for run in main_runs(runs):
         path = loss_log_path(run)
         table = None if path is None else read_loss_log(path)
         if table is not None:
-            logs[run_label(run)] = table
+            logs.setdefault(_family(run), {})[run_label(run)] = table
     if not logs:
         return []
-    fig, (ax,) = _figure(1, 6.0, 4.2)
-    for label, table in logs.items():
-        line = style[label].line()
-        ax.plot(table["step"], table["total"], color=line["color"], linewidth=0.5, alpha=0.25)
-        ax.plot(table["step"], smooth(table["total"]), **{**line, "marker": None})
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("total training loss")
-    ax.set_title("Training loss (faint: per step; line: rolling mean over 5 % of the steps)")
-    handles = [Line2D([], [], label=label, **{**style[label].line(), "marker": None}) for label in logs]
-    _legend_below(fig, handles, ncols=3)
+    families = [f for f in FAMILIES if f in logs] + sorted(set(logs) - set(FAMILIES))
+    fig, axes = _figure(len(families), 4.6, 4.0)
+    for ax, family in zip(axes, families):
+        for label, table in logs[family].items():
+            line = style[label].line()
+            ax.plot(table["step"], table["total"], color=line["color"], linewidth=0.5, alpha=0.25)
+            ax.plot(table["step"], smooth(table["total"]), **{**line, "marker": None})
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("total training loss")
+        ax.set_title(FAMILY_NAMES.get(family, family))
+    fig.suptitle("Training loss (faint: per step; line: rolling mean over 5 % of the steps)")
+    labels = [label for family in families for label in logs[family]]
+    handles = [Line2D([], [], label=label, **{**style[label].line(), "marker": None}) for label in labels]
+    _legend_below(fig, handles, ncols=4)
     return save_figure(fig, out_dir, stem, "training_curves")
 
 
@@ -633,6 +749,7 @@ FIGURES: dict[str, Callable[[Sequence[LoadedRun], Path, str], list[Path]]] = {
     "accuracy_at_k": accuracy_at_k,
     "accuracy_vs_junction_distance": _junction_figure,
     "query_map": query_map,
+    "geocells": geocell_map,
     "recall_curves": recall_curves,
     "training_curves": training_curves,
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,12 @@ def accuracy_table(groups: dict[str, list[RunResult]]) -> Table:
                  _accuracy_rows(groups, ACCURACY), better=SCORED_HIGH)
 
 
-def _missing(family: str, groups: dict[str, list[RunResult]]) -> list[str]:
+def _missing(groups: dict[str, list[RunResult]], belongs: Callable[[str], bool]) -> list[str]:
+    """A note naming the registered methods that belong in a table but have no run in `groups`."""
     from benchmark.registry import METHODS
 
     ran = {runs[0].method.name for runs in groups.values()}
-    names = [n for n in METHODS.names() if n not in ran and _family(n) == family]
+    names = [n for n in METHODS.names() if n not in ran and belongs(n)]
     return [f"No run of {', '.join(names)}."] if names else []
 
 
@@ -113,7 +114,8 @@ def ial_table(groups: dict[str, list[RunResult]]) -> Table | None:
     if not ial:
         return None
     return Table("ial", f"Table 2: image address localization methods ({INTERVALS})", [c for c, _ in ACCURACY],
-                 _accuracy_rows(ial, ACCURACY), better=SCORED_HIGH, notes=_missing("ial", groups))
+                 _accuracy_rows(ial, ACCURACY), better=SCORED_HIGH,
+                 notes=_missing(groups, lambda n: _family(n) == "ial" or n in DIRECT_CLASSIFIERS))
 
 
 LOSS_ABLATIONS = ("address", "address+caption", "address+geography", "address+caption+geography")
@@ -158,15 +160,20 @@ def pipeline_table(groups: dict[str, list[RunResult]]) -> Table | None:
     """Table 6: image → GPS → address (each retrieval and geocell method and geocoder variant) beside
     AddressCLIP."""
     def via_gps(method: Any) -> bool:
-        return method.family == "retrieval" or (method.family == "classification"
-                                                and method.name not in DIRECT_CLASSIFIERS)
+        return _through_coordinates(method.name, method.family)
 
     rows = {k: v for k, v in groups.items() if via_gps(v[0].method) or v[0].method.name == "addressclip"}
     if not any(via_gps(v[0].method) for v in rows.values()):
         return None
     columns = ACCURACY[:2]
     return Table("pipeline", f"Table 6: image → GPS → address beside AddressCLIP ({INTERVALS})",
-                 [c for c, _ in columns], _accuracy_rows(rows, columns), better={c: "high" for c, _ in columns})
+                 [c for c, _ in columns], _accuracy_rows(rows, columns), better={c: "high" for c, _ in columns},
+                 notes=_missing(groups, lambda n: _through_coordinates(n, _family(n))))
+
+
+def _through_coordinates(name: str, family: str | None) -> bool:
+    """Retrieval and geocell methods: they predict coordinates, then reverse-geocode them (Table 6's rows)."""
+    return family == "retrieval" or (family == "classification" and name not in DIRECT_CLASSIFIERS)
 
 
 def cost_table(groups: dict[str, list[RunResult]]) -> Table:

@@ -32,7 +32,7 @@ def runs(tiny_dataset, tmp_path_factory):
     spec = RunSpec(protocol="tiny", methods=methods, preset="smoke", latency_queries=1, warmup=0, n_boot=10,
                    progress=False, out=out)
     folders = run(spec)
-    results = [json.loads((f / "result.json").read_text()) for f in folders]
+    results = [{**json.loads((f / "result.json").read_text()), "folder": str(f)} for f in folders]
     return dict(zip(["prior", "subst", "pigeon", "pigeon-centroid"], results))
 
 
@@ -92,3 +92,67 @@ def test_bad_pigeon_options_are_one_clear_error(tiny_dataset, tmp_path, option, 
     with pytest.raises(BenchmarkError, match=message):
         run(spec)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_report_draws_pigeons_cells_rebuilt_from_its_dataset(runs, tmp_path):
+    from pathlib import Path
+
+    from benchmark.plots import geocell_map
+    from benchmark.results import RESULT_FILE, read_run
+
+    loaded = [read_run(Path(runs[name]["folder"]) / RESULT_FILE) for name in ("prior", "subst", "pigeon")]
+    paths = geocell_map(loaded, tmp_path, "tiny")
+    assert sorted(p.name for p in paths) == ["tiny-geocells.png", "tiny-geocells.svg"]
+    assert geocell_map(loaded[:2], tmp_path, "none") == []  # no geocell method: no figure
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A CLIP state dict (open_clip layout) of the small ViT config `ial-tiny`, as a user's weights file."""
+    from methods.addressclip.model import build_clip
+
+    path = tmp_path_factory.mktemp("clip") / "ial-tiny.pt"
+    torch.save(build_clip("ial-tiny", False, seed=3).state_dict(), path)
+    return path
+
+
+def test_a_clip_image_tower_backbone_starts_from_a_clip_file_with_its_first_blocks_frozen(tiny_dataset, tiny_clip,
+                                                                                             tmp_path):
+    from benchmark.results import RESULT_FILE, read_run
+
+    clip = {"backbone": "clip:ial-tiny", "init": str(tiny_clip), "frozen": "1", "image_h": "48", "image_w": "64"}
+    spec = RunSpec(protocol="tiny", methods=[("subst-classifier", {**TRAIN, "steps": "4", **clip})], preset="smoke",
+                   latency_queries=1, warmup=0, n_boot=10, progress=False, out=tmp_path / "results")
+    folder, = run(spec)
+    result = read_run(folder / RESULT_FILE).result
+    assert result.training.backbone == "clip:ial-tiny from ial-tiny.pt" and result.training.steps == 4
+    trained = torch.load(result.method.weights.path, weights_only=True)
+    given = torch.load(tiny_clip, weights_only=True)
+    # the patch embedding and block 0 kept the file's weights; block 1 and the head trained
+    for key in ("conv1.weight", "transformer.resblocks.0.mlp.c_fc.weight"):
+        assert torch.equal(trained[f"trunk.tower.{key}"], given[f"visual.{key}"]), key
+    assert not torch.equal(trained["trunk.tower.transformer.resblocks.1.mlp.c_fc.weight"],
+                           given["visual.transformer.resblocks.1.mlp.c_fc.weight"])
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"pretrained": "true"}, "init=PATH"),
+    ({"backbone": "clip:ial-r18"}, "only ViT image towers"),
+    ({"frozen": "3"}, "frozen=3"),
+    ({"init": "WRONG", "image_h": "48", "image_w": "64"}, "CLIP weights .* does not fit .* shape mismatch"),
+])
+def test_bad_clip_backbones_are_one_clear_error(tiny_dataset, tiny_clip, tmp_path, option, message):
+    clip = {"backbone": "clip:ial-tiny", "init": str(tiny_clip), "image_h": "48", "image_w": "64"}
+    if option.get("init") == "WRONG":  # a CLIP file of another architecture
+        from methods.addressclip.model import build_clip
+
+        other = tmp_path / "other.pt"
+        torch.save(build_clip("ial-small", False, seed=0).state_dict(), other)
+        option = {**option, "init": str(other)}
+    if "pretrained" in option:
+        clip.pop("init")
+    spec = RunSpec(protocol="tiny", methods=[("subst-classifier", {**TRAIN, "steps": "2", **clip, **option})],
+                   preset="smoke", progress=False, out=tmp_path / "results")
+    with pytest.raises(BenchmarkError, match=message):
+        run(spec)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

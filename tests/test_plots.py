@@ -23,6 +23,7 @@ from benchmark.plots import (
     distance_bins,
     junction_distances,
     junctions,
+    location_shares,
     main_runs,
     pareto_front,
     query_latency_ms,
@@ -142,6 +143,7 @@ def built(town, tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
 def test_every_figure_is_written_as_png_and_svg(built):
     out, written = built
     assert list(written) == list(FIGURES)
+    assert written.pop("geocells") == []  # the toy town has no geocell run (tests/test_classification.py draws one)
     for name, paths in written.items():
         assert paths == [out / f"toy-{name}.png", out / f"toy-{name}.svg"], name
         png, svg = (p.read_bytes() for p in paths)
@@ -250,3 +252,24 @@ def test_runs_without_loss_log_recall_predictions_or_map_are_left_out(town, tmp_
     assert paths == [] and empty.empty and list(empty.columns) == ["method", "bin", "n", "ssa@1"]
     assert len(query_map([nomap], tmp_path, "nomap")) == 2  # the dots without the streets
     assert write_plots([], tmp_path / "none", "none") == {name: [] for name in FIGURES}
+
+
+def test_queries_at_one_place_are_one_dot_coloured_by_their_share_right():
+    utm = np.array([[10.0, 20.0], [10.2, 19.9], [50.0, 60.0], [10.1, 20.0], [90.0, 0.0]])
+    right = np.array([True, False, True, True, False])
+    positions, counts, shares = location_shares(utm, right)
+    # one place per position (to 1 m), the wrong places last, so drawn on top
+    assert counts.tolist() == [1, 3, 1] and shares.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    assert positions.ravel().tolist() == pytest.approx([50.0, 60.0, 10.1, 59.9 / 3, 90.0, 0.0])
+
+
+def test_training_curves_get_one_panel_per_family(town, tmp_path, monkeypatch):
+    import benchmark.plots as plots
+
+    _, runs = town
+    panels = []
+    figure = plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda ncols=1, *a: (panels.append(ncols), figure(ncols, *a))[1])
+    assert len(training_curves(runs, tmp_path, "x")) == 2
+    logged = [r for r in main_runs(runs) if plots.loss_log_path(r) is not None]
+    assert panels == [len({r.result.method.family for r in logged})] and panels[0] >= 2

@@ -108,3 +108,19 @@ def test_the_classification_family_goes_to_table_2_or_table_6_by_what_it_predict
     assert [label for label, _ in ial_table(by_method(runs)).rows] == ["addressclip", "subst-classifier"]
     assert [label for label, _ in pipeline_table(by_method(runs)).rows] == ["addressclip", "mixvpr", "pigeon"]
     assert pipeline_table(by_method(runs[:2])) is None  # nothing goes through coordinates
+
+
+def test_tables_2_and_6_name_the_registered_methods_they_have_no_run_of():
+    from benchmark.report import by_method, ial_table, pipeline_table
+    from tests.test_results import _run
+
+    def family(name: str, kind: str):
+        run = _run(name)
+        return replace(run, method=replace(run.method, family=kind))
+
+    runs = by_method([family("addressclip", "ial"), family("mixvpr", "retrieval")])
+    table2, = ial_table(runs).notes
+    assert "subst-classifier" in table2 and "clip-address" in table2 and "pigeon" not in table2
+    table6, = pipeline_table(runs).notes
+    assert "pigeon" in table6 and "salad" in table6
+    assert "subst-classifier" not in table6 and "mixvpr" not in table6 and "addressclip" not in table6

@@ -35,7 +35,8 @@ from methods.training.loop import (
 )
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
-from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
+from methods.training.trunks import StartsFromTrunk, TrunkOptions, apply_trunk, load_trunk
+from methods.vpr.backbones import freeze_leading
 
 LOSS_TERMS = ("address", "caption", "geography")
 
@@ -52,7 +53,7 @@ class ClipOptions:
 
 
 @dataclass(frozen=True)
-class TrainOptions(ClipOptions, FitOptions):
+class TrainOptions(TrunkOptions, ClipOptions, FitOptions):
     """Fine-tuning: FitOptions with CLIP's defaults (Adam β=(0.9, 0.98), ε=1e-6, cosine LR after a warm-up,
     epochs over the train split, `batch` images per process) and how the train split is read."""
 
@@ -251,6 +252,11 @@ class ContrastiveMethod(ClipMethod):
         if (given is not None and given[1]) or (self.options.epochs <= 0 and self.options.steps <= 0):
             return
         freeze_towers(self.model, self.options.towers)
+        if self.options.frozen:
+            if not isinstance(self.model.visual, ResNetTower):
+                raise BenchmarkError(f"{self.name}: frozen= freezes ResNet image towers only; {self.options.model} "
+                                     "is not one (use model=ial-r18 or frozen=0)")
+            freeze_leading(self.model.visual.trunk, self.options.frozen)
 
         def train() -> TrainLog:
             weights, geo = self.loss_setup()

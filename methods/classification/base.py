@@ -1,5 +1,6 @@
-"""The classification family's shared part: the retrieval methods' backbone (ResNet trunk cut + GeM) with a
-linear head over classes, trained by the shared fit loop on per-image targets and cached like every method.
+"""The classification family's shared part: a backbone (the retrieval methods' ResNet trunk cut + GeM, or a CLIP
+ViT image tower in the paper presets) with a linear head over classes, trained by the shared fit loop on
+per-image targets and cached like every method.
 
 A subclass says what the classes are (`targets`: hard labels or soft target rows), how a batch's loss is
 computed from logits and targets (`loss`), what it prepares after training (`index`) and how it answers
@@ -23,40 +24,42 @@ from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
 from benchmark.measure import module_bytes
 from benchmark.method import Footprint, Method
+from methods.classification.backbones import build_backbone, is_clip, normaliser
 from methods.training.augment import Photometric
 from methods.training.checkpoints import check_state_dict, load_weights_file
 from methods.training.loop import TensorRows, TrainLog, TrainStep, epoch_batches, fit, total_steps
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
-from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
+from methods.training.trunks import StartsFromTrunk, TrunkOptions, apply_trunk, load_trunk, trunk_file
 from methods.vpr import recipes
 from methods.vpr.adapters import train_images
-from methods.vpr.backbones import resnet_sequential
-from methods.vpr.heads import GeM
 
 
 @dataclass(frozen=True)
-class ClassifierOptions(FitOptions):
+class ClassifierOptions(TrunkOptions, FitOptions):
     """Backbone, input size and start of the classifier (as the retrieval methods'), and a trained checkpoint."""
 
     weights: str = ""  # an ialbench checkpoint of this method (model.pt of its cache): evaluated as is
+    # resnet18 | resnet50 | ... (cut at `cut`, GeM) | clip:<open_clip ViT config> (init= a CLIP weights file;
+    # `frozen` then counts transformer blocks)
     backbone: str = "resnet18"
     cut: str = "layer3"
     image_h: int = 64
     image_w: int = 88
-    init: str = "scratch"  # scratch | a trunk pretrained by ialbench (e.g. kotka-r18) | a trunk file
     batch: int = 32
     steps: int = 600
+    pretrained: bool = False  # the preset fine-tunes published weights, so init= must name them
 
 
 class Classifier(nn.Module):
-    """ResNet trunk (dvgl Sequential cut) -> GeM -> linear head; `embed` gives the L2-normalised descriptor."""
+    """Backbone (ResNet cut -> GeM, or a CLIP ViT's mean token) -> linear head; `embed` gives the L2-normalised
+    descriptor and `normalise` the input normalisation the backbone expects."""
 
-    def __init__(self, backbone: str, cut: str, classes: int):
+    def __init__(self, backbone: str, cut: str, classes: int, frozen: int = 0):
         super().__init__()
-        self.trunk, channels = resnet_sequential(backbone, cut)
-        self.pool = GeM()
+        self.trunk, self.pool, channels = build_backbone(backbone, cut, frozen)
         self.head = nn.Linear(channels, classes)
+        self.normalise = normaliser(backbone)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> pooled features [B, C]."""
@@ -83,7 +86,7 @@ class ClassifierStep(TrainStep):
 
     def forward(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """{'total': loss} for uint8 images [B, 3, H, W] given by their rows in the train split."""
-        logits = self.model(recipes.normalise(self.augment(images)))
+        logits = self.model(self.model.normalise(self.augment(images)))
         return {"total": self.loss(logits, self.targets[index.cpu()].to(logits.device))}
 
 
@@ -106,15 +109,16 @@ class ClassifierMethod(StartsFromTrunk, Method):
         """What the method prepares after training (cell tables, cluster means)."""
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Resize to image_h x image_w and normalise with ImageNet mean/std (as the retrieval methods)."""
-        return recipes.preprocess(image, self.options.image_h, self.options.image_w)
+        """Resize to image_h x image_w and normalise as the backbone expects (ImageNet's or CLIP's mean/std)."""
+        o = self.options
+        return normaliser(o.backbone)(recipes.to_uint8(image, o.image_h, o.image_w)[None])[0]
 
     def prepare(self, dataset: Dataset) -> None:
         """Targets, model (from `weights`, the cache, or trained and cached), then the subclass's index."""
         o = self.options
         classes, targets = self.targets(dataset)
         torch.manual_seed(self.ctx.seed)
-        self.model = Classifier(o.backbone, o.cut, classes)
+        self.model = Classifier(o.backbone, o.cut, classes, o.frozen)
         if o.weights:
             if o.init not in ("", "scratch"):
                 raise BenchmarkError(f"{self.name}: init={o.init} and weights= both start the backbone; give one")
@@ -129,10 +133,20 @@ class ClassifierMethod(StartsFromTrunk, Method):
 
     def _train(self, dataset: Dataset, targets: torch.Tensor) -> None:
         o = self.options
-        trunk = load_trunk(o.init)
-        if trunk is not None:
-            apply_trunk(self.model.trunk, trunk)
-        origin = trunk.source if trunk is not None else f"{o.backbone} from scratch"
+        if o.pretrained and o.init in ("", "scratch"):
+            raise BenchmarkError(f"{self.name}: this preset fine-tunes published {o.backbone} weights; pass "
+                                 "init=PATH (a CLIP checkpoint, OpenAI or open_clip layout) or --weights of a "
+                                 f"trained {self.name} run")
+        if is_clip(o.backbone):
+            path = trunk_file(o.init)
+            if path is not None:
+                self.model.trunk.load_clip(path)
+            origin = f"{o.backbone} from {path.name if path else 'scratch'}"
+        else:
+            trunk = load_trunk(o.init)
+            if trunk is not None:
+                apply_trunk(self.model.trunk, trunk)
+            origin = f"{o.backbone} {o.cut} + GeM, " + (trunk.source if trunk is not None else "from scratch")
         procs = processes(self.ctx.device)
 
         def train() -> TrainLog:
@@ -144,7 +158,7 @@ class ClassifierMethod(StartsFromTrunk, Method):
 
         self.training = train_or_load(self.ctx.cache_dir, self.model.load_state_dict, train,
                                       lambda: {k: v.cpu() for k, v in self.model.state_dict().items()},
-                                      lambda: {"backbone": f"{o.backbone} {o.cut} + GeM, {origin}",
+                                      lambda: {"backbone": origin,
                                                "input_size": [o.image_h, o.image_w]},
                                       procs.main)
         path = self.ctx.cache_dir / "model.pt"

@@ -30,10 +30,12 @@ from protocols.vpr_names import parse_vpr_name
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64, "cells_min": 2, "cells_max": 4}
 # From the Kotka trunk like every ResNet-18 method of the CPU default; 600 steps of 32 images.
 DEFAULT = {"init": "kotka-r18", "steps": 600, "batch": 32, "lr": 3e-4}
-# The ResNet-50 of AddressCLIP's Table 6 at 224 px; PIGEON itself fine-tunes StreetCLIP (ViT-L/14), which this
-# classifier does not carry. Meant for GPUs (or --weights of a trained run).
-PAPER = {"backbone": "resnet50", "cut": "layer4", "image_h": 224, "image_w": 224, "augment": 0.0, "steps": 0,
-         "epochs": 30, "batch": 64, "lr": 1e-4, "schedule": "cosine", "warmup_steps": 500}
+# PIGEON's published encoder: OpenAI CLIP ViT-L/14 at 336 px (init= its weights file), tokens mean-pooled, every
+# block but the last frozen, AdamW at 2e-5 without a schedule (PIGEON: batch 256 x 4 GPUs, best epoch kept on a
+# validation split the IAL protocols do not have, so a fixed 30 epochs). Meant for GPUs.
+PAPER = {"backbone": "clip:ViT-L-14-336-quickgelu", "image_h": 336, "image_w": 336, "frozen": 23,
+         "pretrained": True, "augment": 0.0, "steps": 0, "epochs": 30, "batch": 256, "lr": 2e-5,
+         "optimizer": "adamw", "schedule": "constant"}
 REFINE = ("clusters", "none")
 
 

@@ -31,6 +31,17 @@ SEQUENTIAL_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6,
 
 
 @dataclass(frozen=True)
+class TrunkOptions:
+    """Where a ResNet trunk starts and how much of it stays fixed (options of every method with one)."""
+
+    # scratch | a trunk pretrained by ialbench (TRUNKS, e.g. kotka-r18) | a trunk file
+    init: str = "scratch"
+    # Leading ResNet stages frozen with the stem: dvgl / CosPlace freeze 2 of an ImageNet trunk (paper presets);
+    # from scratch nothing may be frozen usefully (mixvpr SSA@1 35.6 vs 30.0 with 2 frozen, helsinki v2).
+    frozen: int = 0
+
+
+@dataclass(frozen=True)
 class TrunkSpec:
     """A pretrained trunk: which method trained it, on which protocol, with which options, and its file."""
 

@@ -10,6 +10,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from benchmark.errors import BenchmarkError
+
 RESNET_CHANNELS = {"resnet18": {"layer2": 128, "layer3": 256, "layer4": 512},
                    "resnet50": {"layer2": 512, "layer3": 1024, "layer4": 2048}}
 RESNET_LAYERS = ("layer1", "layer2", "layer3", "layer4")
@@ -35,9 +37,18 @@ def resnet_sequential(name: str, cut: str, frozen: int = 0) -> tuple[nn.Sequenti
     """
     net = _resnet(name)
     children = list(net.children())[:4 + RESNET_LAYERS.index(cut) + 1]  # stem (4 modules) + stages
+    trunk = nn.Sequential(*children)
+    freeze_leading(trunk, frozen)
+    return trunk, RESNET_CHANNELS[name][cut]
+
+
+def freeze_leading(trunk: nn.Sequential, frozen: int) -> None:
+    """Freeze the stem and the first `frozen` residual stages of a Sequential ResNet cut (0: nothing)."""
+    stages = len(trunk) - 4
+    if not 0 <= frozen <= stages:
+        raise BenchmarkError(f"frozen={frozen}: this ResNet cut has {stages} residual stages; use 0..{stages}")
     if frozen:
-        _freeze(children[:4 + frozen])
-    return nn.Sequential(*children), RESNET_CHANNELS[name][cut]
+        _freeze(list(trunk.children())[:4 + frozen])
 
 
 class ResNetTrunk(nn.Module):

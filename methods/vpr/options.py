@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from methods.retrieval import RetrievalOptions
 from methods.training.options import FitOptions
+from methods.training.trunks import TrunkOptions
 
 
 @dataclass(frozen=True)
-class VPROptions(RetrievalOptions, FitOptions):
+class VPROptions(TrunkOptions, RetrievalOptions, FitOptions):
     """Options every trained VPR method shares: retrieval, training (FitOptions: steps, batch = tuples /
     classes / places per step, lr, optimizer, augment, ...) and the network (CPU-sized defaults)."""
 
@@ -17,11 +18,6 @@ class VPROptions(RetrievalOptions, FitOptions):
     backbone: str = "resnet18"
     image_h: int = 64
     image_w: int = 88
-    # Leading ResNet stages frozen with the stem: dvgl / CosPlace freeze 2 of an ImageNet trunk (paper presets);
-    # from scratch on the CPU everything trains (mixvpr SSA@1 35.6 vs 30.0 with 2 frozen, helsinki v2).
-    frozen: int = 0
-    # scratch | a trunk pretrained by ialbench (methods.training.trunks, e.g. kotka-r18) | a trunk file
-    init: str = "scratch"
 
 
 @dataclass(frozen=True)

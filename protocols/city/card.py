@@ -63,19 +63,15 @@ def plot_partition(geojson: Path, out: Path, title: str) -> None:
 def plot_geocells(dataset: Dataset, out: Path, title: str, min_locations: int = 10, max_locations: int = 25) -> int:
     """pigeon's semantic geocells at its default granularity over the training locations; returns the count."""
     from benchmark.address import parse_address
+    from benchmark.plots import draw_geocells
     from methods.classification.geocells import build_geocells
 
     table = dataset.splits["train"]
     cells = build_geocells(dataset.utm("train"), [parse_address(a).neighbourhood for a in table.address],
                            min_locations, max_locations)
-    colours = plt.get_cmap("tab20").colors
     fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
-    for i, area in enumerate(cells.areas):
-        for polygon in getattr(area, "geoms", [area]):
-            ax.fill(*polygon.exterior.xy, color=colours[i % len(colours)], alpha=0.45, linewidth=0)
-            ax.plot(*polygon.exterior.xy, color="white", linewidth=0.6)
-    ax.scatter(cells.locations[:, 0], cells.locations[:, 1], s=1.5, color="black", linewidths=0)
-    ax.scatter(cells.centroids[:, 0], cells.centroids[:, 1], s=14, marker="x", color="#cc0000", linewidths=0.8)
+    draw_geocells(ax, cells)
+    ax.scatter(cells.locations[:, 0], cells.locations[:, 1], s=1.5, color="black", linewidths=0, zorder=2)
     ax.set_aspect("equal")
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_title(f"{title}: {len(cells)} geocells ({min_locations}-{max_locations} training locations each; "

@@ -1,0 +1,234 @@
+"""DenseVLAD (Torii et al., CVPR 2015 / PAMI 2018): dense multi-scale RootSIFT, VLAD over a k-means vocabulary of
+the database's descriptors (hard assignment, intra- then global L2 normalisation), PCA-whitening; training-free
+place recognition through the shared retrieval pipeline, then reverse geocoding.
+
+The dense SIFT follows VLFeat's `vl_phow` defaults (bin sizes 4, 6, 8, 10 at step 2, a pre-blur of σ = bin / 6,
+8 orientations, 4 x 4 spatial bins `bin` pixels apart with bilinear binning, a per-bin Gaussian window of
+1.5 bins, clipping at 0.2, descriptors of low contrast zeroed) and 247code's RootSIFT, VLAD and whitening (no
+mean subtracted). Deviations: zeroed (low-contrast) descriptors are left out of the VLAD instead of tying on a
+kd-tree's first centre, the whitening adds `whiten_eps` x the mean eigenvalue to every eigenvalue, and the CPU
+default keeps the renders' size with a smaller vocabulary and output (the `paper` preset has the published
+640 px, 128 words and 4,096 dimensions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d, spatial_gradient
+from PIL import Image
+from torch import Tensor, nn
+
+from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
+from benchmark.images import map_images
+from methods.retrieval import RetrievalMethod, RetrievalOptions
+
+ORIENTATIONS = 8
+SPATIAL_BINS = 4
+MAGNIF = 6.0  # vl_phow: pre-blur with sigma = bin size / magnif
+CLIP = 0.2  # SIFT's clipping of the unit descriptor
+
+
+@dataclass(frozen=True)
+class DenseVLADOptions(RetrievalOptions):
+    """Image size, dense SIFT grid, vocabulary and output size."""
+
+    long_side: int = 0  # resize so the longer side has this many pixels (0: keep the image's size)
+    bin_sizes: str = "4,6,8,10"  # SIFT spatial bin sizes in pixels, one descriptor grid each
+    step: int = 2  # grid step in pixels
+    window_size: float = 1.5  # the per-bin Gaussian window, in bins
+    contrast_threshold: float = 0.005  # descriptors whose norm is below this are zeroed (and left out)
+    clusters: int = 64  # visual words
+    dim: int = 1024  # PCA-whitened output size (0: the raw clusters x 128 VLAD)
+    vocabulary_images: int = 500  # database images whose descriptors train the vocabulary (0: all)
+    descriptors_per_image: int = 200  # descriptors sampled from each of them
+    whiten_images: int = 2000  # database images whose VLADs fit the whitening (0: all)
+    whiten_eps: float = 1e-2  # added to each eigenvalue, as a fraction of their mean
+
+
+def bin_sizes(text: str) -> list[int]:
+    """'4,6,8,10' -> [4, 6, 8, 10]; anything else is one clear error."""
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise BenchmarkError(f"densevlad: bin_sizes={text!r}; give positive pixel sizes such as 4,6,8,10")
+    return sizes
+
+
+def orientation_histograms(grey: Tensor) -> Tensor:
+    """[B, 1, H, W] -> [B, 8, H, W]: each pixel's gradient magnitude split between its two nearest of 8
+    orientation bins (bin 0 points along +x, bins turn counter-clockwise in image coordinates)."""
+    gradient = spatial_gradient(grey, mode="diff", order=1, normalized=False)[:, 0] * 0.5  # central differences
+    gx, gy = gradient[:, 0], gradient[:, 1]
+    magnitude = torch.hypot(gx, gy)
+    position = torch.remainder(torch.atan2(gy, gx), 2 * math.pi) / (2 * math.pi / ORIENTATIONS)
+    low = torch.floor(position)
+    upper = position - low
+    low = low.long() % ORIENTATIONS
+    hist = torch.zeros(grey.shape[0], ORIENTATIONS, *grey.shape[2:], dtype=grey.dtype, device=grey.device)
+    hist.scatter_add_(1, low[:, None], (magnitude * (1 - upper))[:, None])
+    hist.scatter_add_(1, ((low + 1) % ORIENTATIONS)[:, None], (magnitude * upper)[:, None])
+    return hist
+
+
+def dense_sift(grey: Tensor, bin_size: int, step: int, window_size: float = 1.5,
+               contrast_threshold: float = 0.005) -> Tensor:
+    """[B, 1, H, W] in [0, 1] -> RootSIFT descriptors [B, N, 128] on a `step` grid (4 x 4 bins of `bin_size`
+    pixels each; N = 0 when the image is smaller than a descriptor). Low-contrast descriptors are all zero."""
+    # the pooled map loses 2 (bin - 1) pixels, and a descriptor spans 3 bins + 1 of it
+    if min(grey.shape[-2:]) - 2 * (bin_size - 1) <= (SPATIAL_BINS - 1) * bin_size:
+        return grey.new_zeros(grey.shape[0], 0, ORIENTATIONS * SPATIAL_BINS ** 2)
+    sigma = bin_size / MAGNIF
+    radius = max(1, math.ceil(4 * sigma))
+    blurred = gaussian_blur2d(grey, 2 * radius + 1, (sigma, sigma), border_type="replicate")
+    hist = orientation_histograms(blurred)
+    # bilinear spatial binning: a triangular kernel of half-width bin_size, separable, per orientation
+    offsets = torch.arange(-bin_size + 1, bin_size, dtype=grey.dtype, device=grey.device)
+    tri = 1 - offsets.abs() / bin_size
+    pooled = F.conv2d(hist, tri.view(1, 1, 1, -1).expand(ORIENTATIONS, 1, 1, -1), groups=ORIENTATIONS)
+    pooled = F.conv2d(pooled, tri.view(1, 1, -1, 1).expand(ORIENTATIONS, 1, -1, 1), groups=ORIENTATIONS)
+    cells = F.unfold(pooled, kernel_size=SPATIAL_BINS, dilation=bin_size, stride=step)  # [B, 8·16, N]
+    centre = torch.arange(SPATIAL_BINS, dtype=grey.dtype, device=grey.device) - (SPATIAL_BINS - 1) / 2
+    window = torch.exp(-(centre[:, None] ** 2 + centre[None, :] ** 2) / (2 * window_size ** 2)).flatten()
+    desc = (cells.view(cells.shape[0], ORIENTATIONS, SPATIAL_BINS ** 2, -1) * window[None, :, None])
+    desc = desc.flatten(1, 2).transpose(1, 2).contiguous()  # [B, N, 128]
+    return root_sift(desc, contrast_threshold)
+
+
+def root_sift(desc: Tensor, contrast_threshold: float = 0.0) -> Tensor:
+    """SIFT normalisation (L2, clip at 0.2, L2) then RootSIFT (L1, square root): unit L2 rows; rows whose
+    norm is below `contrast_threshold` become zero."""
+    norm = desc.norm(dim=-1, keepdim=True)
+    unit = (desc / norm.clamp_min(1e-12)).clamp_(max=CLIP)
+    keep = (norm >= max(contrast_threshold, 1e-12)).to(desc.dtype)
+    unit.mul_(keep / unit.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    return unit.div_(unit.sum(dim=-1, keepdim=True) + 1e-12).sqrt_()
+
+
+def vlad(desc: Tensor, centroids: Tensor) -> Tensor:
+    """VLADs of a batch of descriptor sets [B, N, D] over unit centroids [K, D]: hard assignment, summed
+    residuals per centroid, intra-normalised, then globally L2-normalised -> [B, K·D]. All-zero descriptors
+    (low contrast) are left out."""
+    batch, _, d = desc.shape
+    used = (desc.abs().sum(dim=-1, keepdim=True) > 0).to(desc.dtype)  # [B, N, 1]
+    # nearest unit centroid = largest dot product minus half its squared norm (all 1)
+    assign = (desc @ centroids.T).argmax(dim=-1)  # [B, N]
+    sums = desc.new_zeros(batch, len(centroids), d).scatter_add_(1, assign[..., None].expand(-1, -1, d), desc * used)
+    counts = desc.new_zeros(batch, len(centroids)).scatter_add_(1, assign, used[..., 0])
+    residuals = sums - counts[..., None] * centroids[None]
+    return F.normalize(F.normalize(residuals, dim=-1).flatten(1), dim=-1)
+
+
+def whitening(vlads: Tensor, dim: int, eps: float) -> Tensor:
+    """The projection [dim, D] of 247code's PCA-whitening, fitted on rows [n, D] without subtracting their
+    mean: the top `dim` right singular vectors scaled by (eigenvalue + eps · mean eigenvalue)^-1/2."""
+    if dim > vlads.shape[1]:
+        raise BenchmarkError(f"densevlad: dim={dim} exceeds the VLAD size {vlads.shape[1]}")
+    _, s, vh = torch.linalg.svd(vlads.double(), full_matrices=False)
+    eigen = s ** 2 / len(vlads)
+    keep = min(dim, len(eigen))
+    scale = (eigen[:keep] + eps * eigen.mean()).rsqrt()
+    projection = vh[:keep] * scale[:, None]
+    if keep < dim:  # fewer fitting rows than output dimensions: the rest stay zero
+        projection = torch.cat([projection, projection.new_zeros(dim - keep, projection.shape[1])])
+    return projection.float()
+
+
+class DenseVLADEncoder(nn.Module):
+    """Grey images [B, 1, H, W] -> L2-normalised DenseVLAD descriptors [B, dim] (or [B, K·128] unwhitened)."""
+
+    def __init__(self, sizes: list[int], step: int, window_size: float, contrast_threshold: float,
+                 centroids: Tensor, projection: Tensor | None = None):
+        super().__init__()
+        self.sizes, self.step = sizes, step
+        self.window_size, self.contrast_threshold = window_size, contrast_threshold
+        self.register_buffer("centroids", centroids)
+        self.register_buffer("projection", projection if projection is not None else torch.empty(0))
+
+    def descriptors(self, images: Tensor) -> Tensor:
+        """Every scale's RootSIFT descriptors of each image, concatenated: [B, N, 128]."""
+        return torch.cat([dense_sift(images, b, self.step, self.window_size, self.contrast_threshold)
+                          for b in self.sizes], dim=1)
+
+    def vlads(self, images: Tensor) -> Tensor:
+        """The unwhitened VLADs [B, K·128]."""
+        return vlad(self.descriptors(images), self.centroids)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """DenseVLAD descriptors, whitened when a projection is set."""
+        out = self.vlads(images)
+        if self.projection.numel():
+            out = F.normalize(out @ self.projection.T, dim=1)
+        return out
+
+
+class DenseVLAD(RetrievalMethod):
+    """DenseVLAD through the shared retrieval pipeline: vocabulary and whitening from the database images."""
+
+    name = "densevlad"
+    Options = DenseVLADOptions
+    PRESETS = {"smoke": {"bin_sizes": "4,6", "step": 4, "clusters": 8, "dim": 32, "vocabulary_images": 50, "whiten_images": 0,
+                         "descriptors_per_image": 50},
+               "default": {},
+               "paper": {"long_side": 640, "clusters": 128, "dim": 4096, "vocabulary_images": 0, "whiten_images": 0,
+                         "descriptors_per_image": 1000}}
+
+    def preprocess(self, image: Image.Image) -> Tensor:
+        """Grey, resized so the longer side is `long_side` (if set), as float in [0, 1]: [1, H, W]."""
+        grey = image.convert("L")
+        side = self.options.long_side
+        if side > 0:
+            scale = side / max(grey.size)
+            grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+                               Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(grey, np.float32) / 255.0)[None]
+
+    def build_encoder(self, dataset: Dataset) -> nn.Module:
+        """k-means vocabulary on descriptors sampled from the database, then the whitening of its VLADs."""
+        o = self.options
+        sizes = bin_sizes(o.bin_sizes)
+        if o.step < 1 or o.clusters < 1 or o.dim < 0 or o.descriptors_per_image < 1:
+            raise BenchmarkError("densevlad: step, clusters and descriptors_per_image must be positive, dim ≥ 0")
+        rng = np.random.default_rng(self.ctx.seed)
+        paths = dataset.paths("database")
+        encoder = DenseVLADEncoder(sizes, o.step, o.window_size, o.contrast_threshold,
+                                   torch.zeros(o.clusters, ORIENTATIONS * SPATIAL_BINS ** 2))
+
+        def sample(images: Tensor) -> np.ndarray:
+            rows = []
+            for desc in encoder.descriptors(images):
+                desc = desc[desc.abs().sum(dim=1) > 0].numpy()  # low-contrast (zeroed) ones carry nothing
+                take = min(len(desc), o.descriptors_per_image)
+                rows.append(desc[rng.choice(len(desc), size=take, replace=False)] if take else desc[:0])
+            return np.concatenate(rows)
+
+        chosen = _subset(paths, o.vocabulary_images, rng)
+        descriptors = map_images(chosen, self.preprocess, self.ctx.batch_size, sample,
+                                 f"{self.name}: sampling descriptors", self.ctx.progress)
+        if len(descriptors) < o.clusters:
+            raise BenchmarkError(f"densevlad: {len(descriptors)} descriptors for {o.clusters} clusters; the images "
+                                 "are too small or too flat for these bin sizes")
+        kmeans = faiss.Kmeans(descriptors.shape[1], o.clusters, niter=25, seed=self.ctx.seed,
+                              max_points_per_centroid=max(256, len(descriptors) // o.clusters + 1))
+        kmeans.train(np.ascontiguousarray(descriptors, np.float32))
+        encoder.centroids = F.normalize(torch.from_numpy(kmeans.centroids.copy()), dim=1)  # as 247code loads them
+        if o.dim:
+            fit = _subset(paths, o.whiten_images, rng)
+            vlads = map_images(fit, self.preprocess, self.ctx.batch_size, encoder.vlads,
+                               f"{self.name}: VLADs for the whitening", self.ctx.progress)
+            encoder.projection = whitening(vlads, o.dim, o.whiten_eps)
+        return encoder
+
+
+def _subset(paths: list, count: int, rng: np.random.Generator) -> list:
+    if count <= 0 or count >= len(paths):
+        return list(paths)
+    return [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]

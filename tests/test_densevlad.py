@@ -1,0 +1,63 @@
+"""DenseVLAD's parts against hand-computed cases: RootSIFT, orientation binning, the dense grid, VLAD on a toy
+vocabulary, the whitening; bad options. (The end-to-end run on `tiny` is the registry's smoke test.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.errors import BenchmarkError
+from methods.densevlad import bin_sizes, dense_sift, orientation_histograms, root_sift, vlad, whitening
+
+
+def test_root_sift_by_hand():
+    desc = torch.zeros(2, 128)
+    desc[0, :2] = torch.tensor([3.0, 4.0])  # unit (0.6, 0.8) -> clipped (0.2, 0.2) -> (0.5, 0.5) in L1 -> sqrt
+    desc[1, 0] = 1e-4  # below the contrast threshold: zeroed
+    out = root_sift(desc, contrast_threshold=0.005)
+    assert out[0, :2].tolist() == pytest.approx([math.sqrt(0.5)] * 2) and out[0, 2:].abs().sum() == 0
+    assert out[1].abs().sum() == 0
+    many = root_sift(torch.rand(50, 128))
+    assert torch.allclose(many.norm(dim=1), torch.ones(50)) and (many >= 0).all()  # sqrt of an L1 unit vector
+
+
+@pytest.mark.parametrize("dx, dy, bin_", [(1.0, 0.0, 0), (0.0, 1.0, 2), (-1.0, 0.0, 4), (1.0, 1.0, 1)])
+def test_a_ramp_puts_its_gradient_into_its_orientation_bin(dx, dy, bin_):
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    image = (0.01 * (dx * xs + dy * ys))[None, None]
+    hist = orientation_histograms(image)[0, :, 6, 6]
+    assert float(hist[bin_]) == pytest.approx(0.01 * math.hypot(dx, dy), rel=1e-5)
+    assert float(hist.sum()) == pytest.approx(float(hist[bin_]), rel=1e-5)
+
+
+def test_the_dense_grid_and_flat_images():
+    # a 40 x 40 image, bins of 4 px: the pooled map loses 2·(4 - 1) px, a descriptor spans 3 bins + 1: 11 x 11 at step 2
+    assert dense_sift(torch.rand(1, 1, 40, 40), 4, 2).shape == (1, 121, 128)
+    assert dense_sift(torch.full((1, 1, 40, 40), 0.5), 4, 2).abs().sum() == 0  # no contrast anywhere
+    assert dense_sift(torch.rand(1, 1, 12, 12), 10, 2).shape == (1, 0, 128)  # smaller than one descriptor
+
+
+def test_vlad_on_a_toy_vocabulary():
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    desc = torch.tensor([[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.0, 0.0]]])  # the zero row is left out
+    # cluster 0 gets (0, 0) + (-0.2, 0.6), intra-normalised; cluster 1's residual is zero
+    expected = torch.tensor([-0.2, 0.6, 0.0, 0.0]) / math.hypot(0.2, 0.6)
+    assert torch.allclose(vlad(desc, centroids)[0], expected, atol=1e-6)
+
+
+def test_whitening_makes_the_fitted_second_moment_the_identity():
+    rows = torch.randn(200, 6) @ torch.diag(torch.tensor([5.0, 3.0, 2.0, 1.0, 0.5, 0.1])) + 1.0
+    projection = whitening(rows, 4, eps=0.0)
+    moment = (rows @ projection.T).T @ (rows @ projection.T) / len(rows)  # no mean subtracted, as 247code
+    assert torch.allclose(moment, torch.eye(4), atol=1e-4)
+    assert whitening(rows[:3], 4, 0.0)[3:].abs().sum() == 0  # 3 rows fit 3 components; the rest stay zero
+    with pytest.raises(BenchmarkError, match="dim=7"):
+        whitening(rows, 7, 0.0)
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "4,0"])
+def test_bad_bin_sizes_are_one_clear_error(text):
+    with pytest.raises(BenchmarkError, match="bin_sizes"):
+        bin_sizes(text)
