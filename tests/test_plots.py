@@ -143,6 +143,7 @@ def built(town, tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
 def test_every_figure_is_written_as_png_and_svg(built):
     out, written = built
     assert list(written) == list(FIGURES)
+    written = dict(written)
     assert written.pop("geocells") == []  # the toy town has no geocell run (tests/test_classification.py draws one)
     for name, paths in written.items():
         assert paths == [out / f"toy-{name}.png", out / f"toy-{name}.svg"], name
