@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="calibrated median latency ratio that fails")
     compare.add_argument("--size-ratio", type=float, default=defaults.size_ratio,
                          help="storage ratio that fails")
+    compare.add_argument("--machine-ratio", type=float, default=defaults.machine_ratio,
+                         help="calibration ratio beyond which the runs are on different machines: latency not judged")
     compare.add_argument("--strict", action="store_true",
                          help="also fail on any flipped query, an inconclusive test or unstable timing")
     compare.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")
@@ -256,11 +258,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"baseline {update_baseline(candidate, args.baseline, command)} now holds "
               f"{len(candidate)} candidate run(s)")
         return 0
-    for name in ("alpha", "min_effect", "latency_ratio", "size_ratio"):
+    for name in ("alpha", "min_effect", "latency_ratio", "size_ratio", "machine_ratio"):
         if getattr(args, name) <= 0:
             raise BenchmarkError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     thresholds = Thresholds(alpha=args.alpha, min_effect=args.min_effect, latency_ratio=args.latency_ratio,
-                            size_ratio=args.size_ratio)
+                            size_ratio=args.size_ratio, machine_ratio=args.machine_ratio)
     result = compare(load_side(args.baseline, "baseline"), candidate, thresholds, args.strict)
     print(markdown(result), end="")
     if args.json:

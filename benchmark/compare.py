@@ -44,6 +44,10 @@ class Thresholds:
     # calibration change between a run's halves beyond which its timing is unstable: 0.10 would call 9 of 30
     # smoke runs on this 2-core machine unstable, 0.25 three (see README); rounds are calibrated one by one anyway
     drift: float = 0.25
+    # calibration ratio between the two runs beyond which they ran on different kinds of machine, whose
+    # per-operation speeds do not scale alike: a 2-core CPU without AMX ran the calibration x2.4 slower than
+    # one with it, but the smoke methods only x1.2-1.9 (calibrated ratios 0.66-0.80), so latency is not judged
+    machine_ratio: float = 1.5
     size_ratio: float = 1.10  # storage ratio that fails
     n_boot: int = 2000
     seed: int = 0
@@ -217,8 +221,13 @@ def latency_check(label: str, base: RunResult, cand: RunResult, t: Thresholds) -
     check = Check(label, "latency", b_ms, c_ms, ratio, p=p,
                   note=f"calibrated; {len(b_norm)} / {len(c_norm)} rounds")
     worst = max(b_t.drift(), c_t.drift())
+    machines = float(np.median(c_t.calibration_ms) / np.median(b_t.calibration_ms))
     if max(b_ms, c_ms) < t.latency_floor_ms:
         check.note += f"; both under {t.latency_floor_ms:g} ms (timer noise), not judged"
+    elif not 1 / t.machine_ratio <= machines <= t.machine_ratio:
+        check.verdict = "not judged"
+        check.note += (f"; calibration ×{machines:.2f}: another kind of machine (beyond ×{t.machine_ratio:g}), "
+                       "record the baseline on the gate's machine")
     elif worst > t.drift:
         check.verdict = "unstable"
         check.note += f"; calibration moved {worst:.0%} within a run"

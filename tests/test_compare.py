@@ -111,12 +111,23 @@ def test_latency_series_slowed(tmp_path, correct, slowdown, verdict, code):
 
 
 def test_latency_is_read_in_calibration_units(tmp_path, correct):
-    """A machine twice as slow (calibration and latency both ×2) is not a slower method."""
-    slower = tuple(r * 2 for r in ROUNDS)
+    """A machine 1.4 times as slow (calibration and latency both ×1.4) is not a slower method."""
+    slower = tuple(r * 1.4 for r in ROUNDS)
     base = _write(tmp_path / "base", correct)
-    code, _, result = _gate(tmp_path, base, _write(tmp_path / "cand", correct, slower, calibration=(20.0, 20.0)))
+    code, _, result = _gate(tmp_path, base, _write(tmp_path / "cand", correct, slower, calibration=(14.0, 14.0)))
     latency = _checks(result, "latency")[0]
     assert code == 0 and latency["verdict"] == "pass" and latency["change"] == pytest.approx(1.0)
+
+
+def test_latency_on_another_kind_of_machine_is_not_judged(tmp_path, correct):
+    """Calibration ×2.4 apart: the per-operation speeds need not scale alike, so even ×1.5 calibrated is shown
+    only; a looser --machine-ratio judges it."""
+    base = _write(tmp_path / "base", correct)
+    cand = _write(tmp_path / "cand", correct, tuple(r * 3.6 for r in ROUNDS), calibration=(24.0, 24.0))
+    code, _, result = _gate(tmp_path, base, cand)
+    latency = _checks(result, "latency")[0]
+    assert code == 0 and latency["verdict"] == "not judged" and "another kind of machine" in latency["note"]
+    assert _gate(tmp_path, base, cand, "--machine-ratio", "3")[0] == 1
 
 
 def test_calibration_drift_is_unstable_not_a_verdict(tmp_path, correct):
