@@ -10,6 +10,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
                     "training-free retrieval on 16x16 grey thumbnails (faiss) -> gazetteer"),
     "densevlad": ("methods.densevlad:DenseVLAD",
                   "training-free: dense multi-scale RootSIFT, VLAD, PCA-whitening (faiss) -> geocoder"),
+    "anyloc": ("methods.anyloc:AnyLoc",
+               "training-free: VLAD over a foundation model's dense features (DINOv2 facet, or the Kotka trunk)"),
     # --- image address localization (AddressCLIP and the CLIP baselines) ---
     "addressclip": ("methods.addressclip.adapters:AddressCLIP",
                     "AddressCLIP (ECCV 2024): CLIP fine-tuned on address + caption + geography losses"),
@@ -17,6 +19,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "clip-zeroshot": ("methods.addressclip.adapters:CLIPZeroShot",
                       "CLIP zero-shot over the candidate addresses (chance level without --weights)"),
     "coop": ("methods.addressclip.adapters:CoOp", "CoOp: learned prompt context, frozen CLIP towers"),
+    "cocoop": ("methods.addressclip.adapters:CoCoOp",
+               "CoCoOp: CoOp's context shifted per image by a meta-net (candidates encoded per query)"),
     # --- place recognition + reverse geocoding ---
     "netvlad": ("methods.vpr.adapters:NetVLADMethod", "NetVLAD (triplet, faiss hard negatives) -> geocoder"),
     "sare": ("methods.vpr.adapters:SAREMethod", "NetVLAD trained with SARE (joint|ind) -> geocoder"),

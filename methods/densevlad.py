@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,7 @@ from torch import Tensor, nn
 
 from benchmark.dataset import Dataset
 from benchmark.errors import BenchmarkError
-from benchmark.images import map_images
-from methods.retrieval import RetrievalMethod, RetrievalOptions
+from methods.vlad import VLADMethod, VLADOptions
 
 ORIENTATIONS = 8
 SPATIAL_BINS = 4
@@ -36,20 +34,15 @@ CLIP = 0.2  # SIFT's clipping of the unit descriptor
 
 
 @dataclass(frozen=True)
-class DenseVLADOptions(RetrievalOptions):
-    """Image size, dense SIFT grid, vocabulary and output size."""
+class DenseVLADOptions(VLADOptions):
+    """Image size and the dense SIFT grid (vocabulary and whitening: VLADOptions)."""
 
     long_side: int = 0  # resize so the longer side has this many pixels (0: keep the image's size)
     bin_sizes: str = "4,6,8,10"  # SIFT spatial bin sizes in pixels, one descriptor grid each
     step: int = 2  # grid step in pixels
     window_size: float = 1.5  # the per-bin Gaussian window, in bins
     contrast_threshold: float = 0.005  # descriptors whose norm is below this are zeroed (and left out)
-    clusters: int = 64  # visual words
     dim: int = 1024  # PCA-whitened output size (0: the raw clusters x 128 VLAD)
-    vocabulary_images: int = 500  # database images whose descriptors train the vocabulary (0: all)
-    descriptors_per_image: int = 200  # descriptors sampled from each of them
-    whiten_images: int = 2000  # database images whose VLADs fit the whitening (0: all)
-    whiten_eps: float = 1e-2  # added to each eigenvalue, as a fraction of their mean
 
 
 def bin_sizes(text: str) -> list[int]:
@@ -113,64 +106,21 @@ def root_sift(desc: Tensor, contrast_threshold: float = 0.0) -> Tensor:
     return unit.div_(unit.sum(dim=-1, keepdim=True) + 1e-12).sqrt_()
 
 
-def vlad(desc: Tensor, centroids: Tensor) -> Tensor:
-    """VLADs of a batch of descriptor sets [B, N, D] over unit centroids [K, D]: hard assignment, summed
-    residuals per centroid, intra-normalised, then globally L2-normalised -> [B, K·D]. All-zero descriptors
-    (low contrast) are left out."""
-    batch, _, d = desc.shape
-    used = (desc.abs().sum(dim=-1, keepdim=True) > 0).to(desc.dtype)  # [B, N, 1]
-    # nearest unit centroid = largest dot product minus half its squared norm (all 1)
-    assign = (desc @ centroids.T).argmax(dim=-1)  # [B, N]
-    sums = desc.new_zeros(batch, len(centroids), d).scatter_add_(1, assign[..., None].expand(-1, -1, d), desc * used)
-    counts = desc.new_zeros(batch, len(centroids)).scatter_add_(1, assign, used[..., 0])
-    residuals = sums - counts[..., None] * centroids[None]
-    return F.normalize(F.normalize(residuals, dim=-1).flatten(1), dim=-1)
+class DenseRootSIFT(nn.Module):
+    """Grey images [B, 1, H, W] -> every scale's RootSIFT descriptors, concatenated: [B, N, 128]."""
 
-
-def whitening(vlads: Tensor, dim: int, eps: float) -> Tensor:
-    """The projection [dim, D] of 247code's PCA-whitening, fitted on rows [n, D] without subtracting their
-    mean: the top `dim` right singular vectors scaled by (eigenvalue + eps · mean eigenvalue)^-1/2."""
-    if dim > vlads.shape[1]:
-        raise BenchmarkError(f"densevlad: dim={dim} exceeds the VLAD size {vlads.shape[1]}")
-    _, s, vh = torch.linalg.svd(vlads.double(), full_matrices=False)
-    eigen = s ** 2 / len(vlads)
-    keep = min(dim, len(eigen))
-    scale = (eigen[:keep] + eps * eigen.mean()).rsqrt()
-    projection = vh[:keep] * scale[:, None]
-    if keep < dim:  # fewer fitting rows than output dimensions: the rest stay zero
-        projection = torch.cat([projection, projection.new_zeros(dim - keep, projection.shape[1])])
-    return projection.float()
-
-
-class DenseVLADEncoder(nn.Module):
-    """Grey images [B, 1, H, W] -> L2-normalised DenseVLAD descriptors [B, dim] (or [B, K·128] unwhitened)."""
-
-    def __init__(self, sizes: list[int], step: int, window_size: float, contrast_threshold: float,
-                 centroids: Tensor, projection: Tensor | None = None):
+    def __init__(self, sizes: list[int], step: int, window_size: float, contrast_threshold: float):
         super().__init__()
         self.sizes, self.step = sizes, step
         self.window_size, self.contrast_threshold = window_size, contrast_threshold
-        self.register_buffer("centroids", centroids)
-        self.register_buffer("projection", projection if projection is not None else torch.empty(0))
 
-    def descriptors(self, images: Tensor) -> Tensor:
-        """Every scale's RootSIFT descriptors of each image, concatenated: [B, N, 128]."""
+    def forward(self, images: Tensor) -> Tensor:
+        """Descriptors of all scales, low-contrast ones zero."""
         return torch.cat([dense_sift(images, b, self.step, self.window_size, self.contrast_threshold)
                           for b in self.sizes], dim=1)
 
-    def vlads(self, images: Tensor) -> Tensor:
-        """The unwhitened VLADs [B, K·128]."""
-        return vlad(self.descriptors(images), self.centroids)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """DenseVLAD descriptors, whitened when a projection is set."""
-        out = self.vlads(images)
-        if self.projection.numel():
-            out = F.normalize(out @ self.projection.T, dim=1)
-        return out
-
-
-class DenseVLAD(RetrievalMethod):
+class DenseVLAD(VLADMethod):
     """DenseVLAD through the shared retrieval pipeline: vocabulary and whitening from the database images."""
 
     name = "densevlad"
@@ -191,44 +141,9 @@ class DenseVLAD(RetrievalMethod):
                                Image.Resampling.BILINEAR)
         return torch.from_numpy(np.asarray(grey, np.float32) / 255.0)[None]
 
-    def build_encoder(self, dataset: Dataset) -> nn.Module:
-        """k-means vocabulary on descriptors sampled from the database, then the whitening of its VLADs."""
+    def dense_features(self, dataset: Dataset) -> nn.Module:
+        """Dense multi-scale RootSIFT on the configured grid."""
         o = self.options
-        sizes = bin_sizes(o.bin_sizes)
-        if o.step < 1 or o.clusters < 1 or o.dim < 0 or o.descriptors_per_image < 1:
-            raise BenchmarkError("densevlad: step, clusters and descriptors_per_image must be positive, dim ≥ 0")
-        rng = np.random.default_rng(self.ctx.seed)
-        paths = dataset.paths("database")
-        encoder = DenseVLADEncoder(sizes, o.step, o.window_size, o.contrast_threshold,
-                                   torch.zeros(o.clusters, ORIENTATIONS * SPATIAL_BINS ** 2))
-
-        def sample(images: Tensor) -> np.ndarray:
-            rows = []
-            for desc in encoder.descriptors(images):
-                desc = desc[desc.abs().sum(dim=1) > 0].numpy()  # low-contrast (zeroed) ones carry nothing
-                take = min(len(desc), o.descriptors_per_image)
-                rows.append(desc[rng.choice(len(desc), size=take, replace=False)] if take else desc[:0])
-            return np.concatenate(rows)
-
-        chosen = _subset(paths, o.vocabulary_images, rng)
-        descriptors = map_images(chosen, self.preprocess, self.ctx.batch_size, sample,
-                                 f"{self.name}: sampling descriptors", self.ctx.progress)
-        if len(descriptors) < o.clusters:
-            raise BenchmarkError(f"densevlad: {len(descriptors)} descriptors for {o.clusters} clusters; the images "
-                                 "are too small or too flat for these bin sizes")
-        kmeans = faiss.Kmeans(descriptors.shape[1], o.clusters, niter=25, seed=self.ctx.seed,
-                              max_points_per_centroid=max(256, len(descriptors) // o.clusters + 1))
-        kmeans.train(np.ascontiguousarray(descriptors, np.float32))
-        encoder.centroids = F.normalize(torch.from_numpy(kmeans.centroids.copy()), dim=1)  # as 247code loads them
-        if o.dim:
-            fit = _subset(paths, o.whiten_images, rng)
-            vlads = map_images(fit, self.preprocess, self.ctx.batch_size, encoder.vlads,
-                               f"{self.name}: VLADs for the whitening", self.ctx.progress)
-            encoder.projection = whitening(vlads, o.dim, o.whiten_eps)
-        return encoder
-
-
-def _subset(paths: list, count: int, rng: np.random.Generator) -> list:
-    if count <= 0 or count >= len(paths):
-        return list(paths)
-    return [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]
+        if o.step < 1:
+            raise BenchmarkError(f"densevlad: step must be at least 1, got {o.step}")
+        return DenseRootSIFT(bin_sizes(o.bin_sizes), o.step, o.window_size, o.contrast_threshold)

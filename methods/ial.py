@@ -52,13 +52,21 @@ class IALMethod(Method):
         with torch.inference_mode():
             self.candidate_features = F.normalize(self.encode_candidates(self.candidates).float(), dim=-1)
 
+    def candidates_for(self, features: torch.Tensor) -> torch.Tensor:
+        """The normalised candidate embeddings the images are ranked against: the cached [C, D] matrix, or
+        [B, C, D] for methods whose candidate features depend on the image (CoCoOp)."""
+        return self.candidate_features
+
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
-        """Encode the images, then cosine top-k over the cached candidate embeddings."""
+        """Encode the images (and image-conditioned candidates), then cosine top-k over the candidates."""
         with torch.inference_mode():
             with clock.stage("encode"):
                 features = F.normalize(self.encode_images(batch.images.to(self.device)).float(), dim=-1)
+                candidates = self.candidates_for(features)
             with clock.stage("search"):
-                scores, ids = (features @ self.candidate_features.T).topk(min(k, len(self.candidates)), dim=1)
+                similarity = (features @ candidates.T if candidates.dim() == 2
+                              else torch.einsum("bd,bcd->bc", features, candidates))
+                scores, ids = similarity.topk(min(k, len(self.candidates)), dim=1)
                 scores, ids = scores.cpu().tolist(), ids.cpu().tolist()
         return [Prediction([self.candidates[i] for i in row], s) for row, s in zip(ids, scores)]
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
-from methods.densevlad import bin_sizes, dense_sift, orientation_histograms, root_sift, vlad, whitening
+from methods.densevlad import bin_sizes, dense_sift, orientation_histograms, root_sift
+from methods.vlad import vlad, whitening
 
 
 def test_root_sift_by_hand():

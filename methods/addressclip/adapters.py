@@ -1,4 +1,4 @@
-"""The registered IAL methods: AddressCLIP (and its loss ablations), CLIP + address, zero-shot CLIP, CoOp."""
+"""The registered IAL methods: AddressCLIP (and its loss ablations), CLIP + address, zero-shot CLIP, CoOp, CoCoOp."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
@@ -16,7 +17,8 @@ from benchmark.distributed import processes
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
 from benchmark.images import map_images
-from benchmark.method import RunContext
+from benchmark.measure import module_bytes
+from benchmark.method import Footprint, RunContext
 from methods.addressclip import coop
 from methods.addressclip.data import ImageTransform, image_source, train_texts
 from methods.addressclip.losses import LossWeights
@@ -103,6 +105,15 @@ class CoOpOptions(TrainOptions):
     n_ctx: int = 16
 
 
+@dataclass(frozen=True)
+class CoCoOpOptions(CoOpOptions):
+    """CoCoOp: the published 4 context vectors, initialised from the words of `ctx_init` (which then set their
+    number; empty: n_ctx random vectors)."""
+
+    n_ctx: int = 4
+    ctx_init: str = "a photo of a"
+
+
 SMOKE = {"model": "ial-r18-tiny", "epochs": 3, "batch": 32, "lr": 1e-3, "lr_min": 1e-6, "warmup_steps": 10}
 # From the Kotka-pretrained trunk (as the VPR methods), image tower in bf16 + channels-last. Measured on
 # helsinki v2, seed 0, SSA@1: clip-address from scratch 300 steps 17.21, 600 steps 24.34; kotka-r18 300 steps
@@ -187,14 +198,18 @@ class ClipMethod(StartsFromTrunk, IALMethod):
         return self.model.visual
 
     def cached_training(self, train: Callable[[], TrainLog], load: Callable[[dict[str, Any]], None],
-                        context: Callable[[], torch.Tensor | None]) -> None:
+                        context: Callable[[], torch.Tensor | dict[str, torch.Tensor] | None]) -> None:
         """The runner-keyed cache: load the saved checkpoint, or train and save it in the ialbench layout."""
         meta = {"method": self.name, "options": asdict(self.options)}
 
         def state() -> dict[str, Any]:
             weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
             extra = context()
-            return checkpoint(weights, None if extra is None else extra.detach().cpu(), meta)
+            if isinstance(extra, dict):
+                extra = {k: v.detach().cpu() for k, v in extra.items()}
+            elif extra is not None:
+                extra = extra.detach().cpu()
+            return checkpoint(weights, extra, meta)
 
         self.training = train_or_load(self.ctx.cache_dir, load, train, state,
                                       lambda: {"backbone": self.backbone(), "input_size": list(self.transform.size)},
@@ -318,6 +333,9 @@ class CoOp(ClipMethod):
         width = self.model.token_embedding.weight.shape[1]
         self.prompts = coop.PromptContext(width, self.options.n_ctx, self.ctx.seed).to(self.device)
         if given is not None and given[0] is not None:
+            if isinstance(given[0], dict):
+                raise BenchmarkError(f"{self.name}: --weights holds a conditional prompt learner (a cocoop run); "
+                                     "evaluate it with cocoop")
             self.prompts.context.data.copy_(given[0])
             return
         if self.options.epochs <= 0 and self.options.steps <= 0:
@@ -346,3 +364,70 @@ class CoOp(ClipMethod):
         """The candidates as CoOp prompts (the `template` option does not apply)."""
         tokens = self.prompts.prompt_tokens(self.tokenizer, addresses).to(self.device)
         return self.prompts.text_features(self.model, tokens)
+
+
+class CoCoOp(CoOp):
+    """CoCoOp: CoOp's context shifted per image by a meta-net, so every query encodes all candidates anew (its
+    latency and footprint carry the text tower)."""
+
+    name = "cocoop"
+    Options: ClassVar[type] = CoCoOpOptions
+    # B x C text passes per step: a smaller batch than CoOp's. Paper: SGD 2e-3, 10 epochs, batch 1, warm-up 1e-5.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {**SMOKE, "batch": 4, "epochs": 1},
+        "default": {**DEFAULT, "batch": 8, "steps": 400, "epochs": 1, "lr": 2e-3},
+        "paper": {**PAPER, "lr": 2e-3, "lr_min": 0.0, "epochs": 10, "batch": 1, "optimizer": "sgd",
+                  "weight_decay": 5e-4, "warmup_steps": 0}}
+
+    def make_prompts(self) -> coop.ConditionalPrompts:
+        """The context (from `ctx_init`'s token embeddings, or random) and a fresh meta-net."""
+        o = self.options
+        width = self.model.token_embedding.weight.shape[1]
+        init, n_ctx = None, o.n_ctx
+        if o.ctx_init.strip():
+            ids = self.tokenizer.tokens(o.ctx_init.strip())
+            with torch.no_grad():
+                init = self.model.token_embedding.weight[torch.tensor(ids, device=self.device)].detach().cpu()
+            n_ctx = len(ids)
+        if n_ctx < 1:
+            raise BenchmarkError(f"{self.name}: n_ctx must be at least 1 (or give ctx_init words)")
+        projection = self.model.text_projection  # the joint width, which the image features have too
+        joint = projection.shape[1] if isinstance(projection, torch.Tensor) else projection.out_features
+        return coop.ConditionalPrompts(width, n_ctx, self.ctx.seed, int(joint), init)
+
+    def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
+        """Learn context and meta-net on frozen image features (cached like the other methods)."""
+        self.prompts = self.make_prompts().to(self.device)
+        if given is not None and isinstance(given[0], dict):
+            self.prompts.load_state_dict(given[0])
+            return
+        if self.options.epochs <= 0 and self.options.steps <= 0:
+            return
+
+        def train() -> TrainLog:
+            features = self.image_features(dataset)
+            tokens = self.prompts.prompt_tokens(self.tokenizer, dataset.address_book.addresses).to(self.device)
+            labels = train_texts(dataset, self.tokenizer, "raw", captions=False).labels
+            return self.fit_step(coop.CoCoOpStep(self.model, self.prompts, tokens, labels), TensorRows(features))
+
+        def load(saved: dict[str, Any]) -> None:
+            load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
+            self.prompts.load_state_dict(saved["context"])
+
+        self.cached_training(train, load, lambda: self.prompts.state_dict())
+
+    def prepare(self, dataset: Dataset) -> None:
+        """Fit, then keep the candidates' prompt tokens: their features are computed per query."""
+        super().prepare(dataset)
+        self.candidate_tokens = self.prompts.prompt_tokens(self.tokenizer, self.candidates).to(self.device)
+
+    def candidates_for(self, features: torch.Tensor) -> torch.Tensor:
+        """Every candidate's features conditioned on each image: [B, C, D], normalised."""
+        return F.normalize(self.prompts.conditional_features(self.model, self.candidate_tokens, features).float(),
+                           dim=-1)
+
+    def footprint(self) -> Footprint:
+        """Both towers and the prompt learner (the text tower runs per query), and the candidates' tokens."""
+        tokens = self.candidate_tokens
+        return Footprint(model=module_bytes(self.model) + module_bytes(self.prompts),
+                         database=tokens.numel() * tokens.element_size())

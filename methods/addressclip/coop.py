@@ -53,3 +53,46 @@ class CoOpStep(TrainStep):
         logits = self.clip.logit_scale.exp() * F.normalize(image_features, dim=-1) @ text.T
         loss = F.cross_entropy(logits, self.labels[index.cpu()].to(logits.device))
         return {"prompt": loss, "total": loss}
+
+
+class ConditionalPrompts(PromptContext):
+    """CoCoOp (Zhou et al. 2022b): CoOp's context plus a meta-net (Linear-ReLU-Linear, hidden = image width / 16)
+    on the L2-normalised image feature, whose output shifts every context vector alike, so each image gets its
+    own candidate features."""
+
+    def __init__(self, width: int, n_ctx: int, seed: int, image_width: int, init: torch.Tensor | None = None):
+        super().__init__(width, n_ctx, seed)
+        if init is not None:
+            self.context.data.copy_(init)
+        hidden = max(1, image_width // 16)
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.meta_net = nn.Sequential(nn.Linear(image_width, hidden), nn.ReLU(), nn.Linear(hidden, width))
+        for layer in (self.meta_net[0], self.meta_net[2]):  # nn.Linear's default init, from our own generator
+            bound = 1 / layer.in_features ** 0.5
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def conditional_features(self, clip: CLIP, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """Text features [B, C, D] of the C prompts for each of B images (unnormalised)."""
+        tokens = trim(tokens)
+        embedded = clip.token_embedding(tokens)  # [C, L, W]
+        bias = self.meta_net(F.normalize(image_features.float(), dim=-1)).to(embedded.dtype)  # [B, W]
+        context = self.context.to(embedded.dtype)[None] + bias[:, None]  # [B, M, W]
+        b, c = len(bias), len(tokens)
+        full = torch.cat([embedded[None, :, :1].expand(b, -1, -1, -1),
+                          context[:, None].expand(-1, c, -1, -1),
+                          embedded[None, :, 1 + self.n_ctx:].expand(b, -1, -1, -1)], dim=2)
+        return encode_embedded(clip, full.flatten(0, 1), tokens.repeat(b, 1)).view(b, c, -1)
+
+
+class CoCoOpStep(CoOpStep):
+    """Cross-entropy over all candidates with image-conditioned prompts: B x C text passes per step."""
+
+    def forward(self, image_features: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss for a batch of frozen image features given by their rows in the train split."""
+        text = F.normalize(self.prompts.conditional_features(self.clip, self.tokens, image_features), dim=-1)
+        image = F.normalize(image_features, dim=-1)
+        logits = self.clip.logit_scale.exp() * torch.einsum("bd,bcd->bc", image, text)
+        loss = F.cross_entropy(logits, self.labels[index.cpu()].to(logits.device))
+        return {"prompt": loss, "total": loss}

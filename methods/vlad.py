@@ -1,0 +1,137 @@
+"""Training-free VLAD retrieval, shared by DenseVLAD (dense RootSIFT) and AnyLoc (a network's dense features): a
+k-means vocabulary of descriptors sampled from the database, hard assignment to the nearest unit centre,
+residuals summed per centre, intra- and global L2 normalisation, and an optional PCA-whitening fitted on the
+database's VLADs (247code's: no mean subtracted). A subclass gives the dense features of a batch."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.dataset import Dataset
+from benchmark.errors import BenchmarkError
+from benchmark.images import map_images
+from methods.retrieval import RetrievalMethod, RetrievalOptions
+
+
+@dataclass(frozen=True)
+class VLADOptions(RetrievalOptions):
+    """Vocabulary, whitening and how much of the database fits them."""
+
+    clusters: int = 64  # visual words
+    dim: int = 0  # PCA-whitened output size (0: the raw clusters x D VLAD)
+    vocabulary_images: int = 500  # database images whose descriptors train the vocabulary (0: all)
+    descriptors_per_image: int = 200  # descriptors sampled from each of them
+    whiten_images: int = 2000  # database images whose VLADs fit the whitening (0: all)
+    whiten_eps: float = 1e-2  # added to each eigenvalue, as a fraction of their mean
+
+
+def vlad(desc: Tensor, centroids: Tensor) -> Tensor:
+    """VLADs of a batch of descriptor sets [B, N, D] over unit centroids [K, D]: hard assignment, summed
+    residuals per centroid, intra-normalised, then globally L2-normalised -> [B, K·D]. All-zero descriptors
+    (e.g. SIFT's low-contrast ones) are left out."""
+    batch, _, d = desc.shape
+    used = (desc.abs().sum(dim=-1, keepdim=True) > 0).to(desc.dtype)  # [B, N, 1]
+    # nearest unit centroid = largest dot product minus half its squared norm (all 1)
+    assign = (desc @ centroids.T).argmax(dim=-1)  # [B, N]
+    sums = desc.new_zeros(batch, len(centroids), d).scatter_add_(1, assign[..., None].expand(-1, -1, d), desc * used)
+    counts = desc.new_zeros(batch, len(centroids)).scatter_add_(1, assign, used[..., 0])
+    residuals = sums - counts[..., None] * centroids[None]
+    return F.normalize(F.normalize(residuals, dim=-1).flatten(1), dim=-1)
+
+
+def whitening(vlads: Tensor, dim: int, eps: float) -> Tensor:
+    """The projection [dim, D] of 247code's PCA-whitening, fitted on rows [n, D] without subtracting their
+    mean: the top `dim` right singular vectors scaled by (eigenvalue + eps · mean eigenvalue)^-1/2."""
+    if dim > vlads.shape[1]:
+        raise BenchmarkError(f"dim={dim} exceeds the VLAD size {vlads.shape[1]}")
+    _, s, vh = torch.linalg.svd(vlads.double(), full_matrices=False)
+    eigen = s ** 2 / len(vlads)
+    keep = min(dim, len(eigen))
+    scale = (eigen[:keep] + eps * eigen.mean()).rsqrt()
+    projection = vh[:keep] * scale[:, None]
+    if keep < dim:  # fewer fitting rows than output dimensions: the rest stay zero
+        projection = torch.cat([projection, projection.new_zeros(dim - keep, projection.shape[1])])
+    return projection.float()
+
+
+def vocabulary(descriptors: np.ndarray, clusters: int, seed: int) -> Tensor:
+    """k-means (faiss, 25 iterations, every sample used) centres of descriptor rows, L2-normalised."""
+    if len(descriptors) < clusters:
+        raise BenchmarkError(f"{len(descriptors)} descriptors for {clusters} clusters: sample more images or "
+                             "descriptors, or use fewer clusters")
+    kmeans = faiss.Kmeans(descriptors.shape[1], clusters, niter=25, seed=seed,
+                          max_points_per_centroid=max(256, len(descriptors) // clusters + 1))
+    kmeans.train(np.ascontiguousarray(descriptors, np.float32))
+    return F.normalize(torch.from_numpy(kmeans.centroids.copy()), dim=1)
+
+
+class VLADEncoder(nn.Module):
+    """Images -> L2-normalised VLADs [B, K·D] of a dense feature module's descriptors, whitened to [B, dim]
+    when a projection is set."""
+
+    def __init__(self, features: nn.Module, centroids: Tensor, projection: Tensor | None = None):
+        super().__init__()
+        self.features = features
+        self.register_buffer("centroids", centroids)
+        self.register_buffer("projection", projection if projection is not None else torch.empty(0))
+
+    def vlads(self, images: Tensor) -> Tensor:
+        """The unwhitened VLADs [B, K·D]."""
+        return vlad(self.features(images), self.centroids)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """VLAD descriptors, whitened when a projection is set."""
+        out = self.vlads(images)
+        if self.projection.numel():
+            out = F.normalize(out @ self.projection.T, dim=1)
+        return out
+
+
+class VLADMethod(RetrievalMethod):
+    """Retrieval on VLADs of dense descriptors: vocabulary (and whitening) from the database, no training."""
+
+    @abstractmethod
+    def dense_features(self, dataset: Dataset) -> nn.Module:
+        """A module mapping a preprocessed batch to descriptors [B, N, D] (all-zero rows are ignored)."""
+
+    def build_encoder(self, dataset: Dataset) -> nn.Module:
+        """Sample database descriptors, cluster them, then fit the whitening on database VLADs."""
+        o = self.options
+        if o.clusters < 1 or o.dim < 0 or o.descriptors_per_image < 1:
+            raise BenchmarkError(f"{self.name}: clusters and descriptors_per_image must be positive, dim ≥ 0")
+        rng = np.random.default_rng(self.ctx.seed)
+        paths = dataset.paths("database")
+        features = self.dense_features(dataset).to(self.ctx.device).eval()
+
+        def sample(images: Tensor) -> np.ndarray:
+            rows = []
+            for desc in features(images.to(self.ctx.device)).float().cpu():
+                desc = desc[desc.abs().sum(dim=1) > 0].numpy()
+                take = min(len(desc), o.descriptors_per_image)
+                rows.append(desc[rng.choice(len(desc), size=take, replace=False)] if take else desc[:0])
+            return np.concatenate(rows)
+
+        with torch.inference_mode():
+            sampled = map_images(_subset(paths, o.vocabulary_images, rng), self.preprocess, self.ctx.batch_size,
+                                 sample, f"{self.name}: sampling descriptors", self.ctx.progress)
+        encoder = VLADEncoder(features, vocabulary(sampled, o.clusters, self.ctx.seed).to(self.ctx.device))
+        if o.dim:
+            with torch.inference_mode():
+                vlads = map_images(_subset(paths, o.whiten_images, rng), self.preprocess, self.ctx.batch_size,
+                                   lambda images: encoder.vlads(images.to(self.ctx.device)).cpu(),
+                                   f"{self.name}: VLADs for the whitening", self.ctx.progress)
+            encoder.projection = whitening(vlads, o.dim, o.whiten_eps).to(self.ctx.device)
+        return encoder
+
+
+def _subset(paths: list, count: int, rng: np.random.Generator) -> list:
+    if count <= 0 or count >= len(paths):
+        return list(paths)
+    return [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]
