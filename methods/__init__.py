@@ -26,6 +26,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "sare": ("methods.vpr.adapters:SAREMethod", "NetVLAD trained with SARE (joint|ind) -> geocoder"),
     "gem": ("methods.vpr.adapters:GeMMethod", "ResNet conv4 + GeM (triplet, faiss hard negatives) -> geocoder"),
     "cosplace": ("methods.vpr.adapters:CosPlaceMethod", "CosPlace (CosFace over UTM/heading groups) -> geocoder"),
+    "eigenplaces": ("methods.vpr.adapters:EigenPlacesMethod",
+                    "EigenPlaces (CosFace on lateral and frontal views of each cell) -> geocoder"),
     "mixvpr": ("methods.vpr.adapters:MixVPRMethod", "MixVPR (MultiSimilarity + miner) -> geocoder"),
     "salad": ("methods.vpr.adapters:SALADMethod", "DINOv2-layout ViT + SALAD (MultiSimilarity) -> geocoder"),
     # --- geocell classification -> coordinates -> reverse geocoding, and the plain classification control ---

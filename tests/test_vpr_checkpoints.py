@@ -34,7 +34,7 @@ CASES = [("netvlad_nanne_vgg16.json", "netvlad", {}),
          ("netvlad_nanne_vgg16.json", "sare", {}),
          ("cosplace_resnet18_512.json", "cosplace", {"backbone": "resnet18", "fc_dim": "512"}),
          ("cosplace_resnet50_2048.json", "cosplace", {}),
-         ("eigenplaces_resnet50_2048.json", "cosplace", {}),
+         ("eigenplaces_resnet50_2048.json", "eigenplaces", {}),
          ("mixvpr_resnet50_4096.json", "mixvpr", {}),
          ("salad_dinov2_vitb14.json", "salad", {})]
 
@@ -57,6 +57,7 @@ def _wrap(state: dict[str, torch.Tensor], layout: str) -> object:
 
 
 LAYOUTS = {"netvlad": ["nanne"], "sare": ["nanne"], "cosplace": ["plain", "cosplace_last"],
+           "eigenplaces": ["plain", "cosplace_last"],
            "mixvpr": ["plain", "lightning"], "salad": ["plain", "lightning"]}
 
 

@@ -32,6 +32,7 @@ from methods.vpr.heads import SALAD, CosPlaceHead, GeM, L2Norm, MixVPR, NetVLAD
 from methods.vpr.models import DVGL, LIGHTNING, NANNE, VPRNet, load_official
 from methods.vpr.options import (
     CosPlaceOptions,
+    EigenPlacesOptions,
     GeMOptions,
     MixVPROptions,
     NetVLADOptions,
@@ -237,6 +238,25 @@ class CosPlaceMethod(VPRMethod):
         """CosFace (s=30, m=0.4), one group per epoch."""
         return recipes.train_cosface(model, data, self.options, rng, self.ctx.device, self.ctx.progress,
                                      f"{self.name}: training")
+
+
+class EigenPlacesMethod(CosPlaceMethod):
+    """EigenPlaces (Berton et al. 2023): CosPlace's network, CosFace on lateral and frontal views of each cell
+    (towards focal points off its principal directions); loads the official checkpoints (CosPlace layout)."""
+
+    name = "eigenplaces"
+    Options = EigenPlacesOptions
+    PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32, "group_m": 40.0},
+               "default": {**KOTKA, "batch": 32},
+               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512,
+                         "image_w": 512, "batch": 32, "steps": 200_000, "iterations_per_epoch": 5_000,
+                         "group_m": 15.0, "group_n": 3, "focal_dist": 10.0, "min_images_per_class": 5,
+                         "lr": 1e-5, "optimizer": "adam"}}
+
+    def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
+        """Lateral + frontal CosFace (s=100, m=0.4), one group per epoch."""
+        return recipes.train_eigenplaces(model, data, self.options, rng, self.ctx.device, self.ctx.progress,
+                                         f"{self.name}: training")
 
 
 class PlaceMethod(VPRMethod):

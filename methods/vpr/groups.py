@@ -58,3 +58,58 @@ def places(utm: np.ndarray, heading: np.ndarray, cell_m: float, heading_deg: flo
     for i, ((e, no), h) in enumerate(zip(np.asarray(utm, np.float64), np.asarray(heading, np.float64))):
         buckets[cosplace_class_group(e, no, h, cell_m, heading_deg)[0]].append(i)
     return [np.array(v, np.int64) for _, v in sorted(buckets.items()) if len(v) >= min_images]
+
+
+EigenClassId = tuple[int, int]
+
+
+def focal_point(points: np.ndarray, distance: float, angle: float) -> np.ndarray:
+    """EigenPlaces' focal point of a class: its mean position plus `distance` metres along its second principal
+    direction (across the street) rotated by `angle` degrees counter-clockwise (0: lateral, 90: frontal)."""
+    points = np.asarray(points, np.float64)
+    mu = points.mean(0)
+    u, _, _ = np.linalg.svd((points - mu).T, full_matrices=True)  # columns: principal directions, (east, north)
+    theta = np.deg2rad(angle)
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return mu + rotation @ u[:, 1] * distance
+
+
+def bearing(from_utm: np.ndarray, to_utm: np.ndarray) -> np.ndarray:
+    """Compass bearing (degrees clockwise from north, as the datasets' headings) from points to a point."""
+    d = np.asarray(to_utm, np.float64) - np.asarray(from_utm, np.float64)
+    return np.degrees(np.arctan2(d[..., 0], d[..., 1])) % 360.0
+
+
+def eigenplaces_groups(utm: np.ndarray, heading: np.ndarray, m: float = 15, n: int = 3, focal_dist: float = 10,
+                       min_locations: int = 5) -> list[tuple[dict[EigenClassId, list[int]],
+                                                             dict[EigenClassId, list[int]]]]:
+    """EigenPlaces classes: M x M metre cells (no heading) in N x N groups; per group the lateral (angle 0) and
+    frontal (angle 90) classes, each class holding, for every capture location in its cell, the one view among
+    that location's headings that looks most directly at the class's focal point (EigenPlaces crops panoramas
+    towards it; here the headings are fixed). Cells with fewer than min_locations locations are dropped.
+    Groups are ordered largest first, then by group id; classes by class id."""
+    if min_locations < 2:
+        raise ValueError("min_locations must be at least 2 (a class's principal directions need two locations)")
+    utm, heading = np.asarray(utm, np.float64), np.asarray(heading, np.float64)
+    rows_at: dict[tuple[float, float], list[int]] = defaultdict(list)
+    for i, (e, no) in enumerate(np.round(utm, 2)):
+        rows_at[(float(e), float(no))].append(i)
+    cells: dict[EigenClassId, list[tuple[float, float]]] = defaultdict(list)
+    for e, no in rows_at:
+        cells[(int(e // m * m), int(no // m * m))].append((e, no))
+    groups: dict[tuple[int, int], tuple[dict, dict]] = defaultdict(lambda: ({}, {}))
+    for class_id in sorted(cells):
+        locations = sorted(cells[class_id])
+        if len(locations) < min_locations:
+            continue
+        group = (int(class_id[0] % (m * n) // m), int(class_id[1] % (m * n) // m))
+        for side, angle in zip(groups[group], (0.0, 90.0)):
+            target = focal_point(np.array(locations), focal_dist, angle)
+            chosen = []
+            for location in locations:
+                rows = np.array(rows_at[location])
+                turn = np.abs((heading[rows] - bearing(np.array(location), target) + 180.0) % 360.0 - 180.0)
+                chosen.append(int(rows[np.argmin(turn)]))
+            side[class_id] = chosen
+    order = sorted(groups, key=lambda g: (-len(groups[g][0]), g))
+    return [groups[g] for g in order]

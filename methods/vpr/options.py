@@ -74,6 +74,22 @@ class CosPlaceOptions(VPROptions):
 
 
 @dataclass(frozen=True)
+class EigenPlacesOptions(CosPlaceOptions):
+    """EigenPlaces: M x M cells in N x N groups (no heading), the focal distance, the two losses' weights. The
+    embedded cities capture a location every 10 m, so the CPU default takes 30 m cells of at least 2 locations
+    (EigenPlaces: 15 m and 5 panoramas on SF-XL)."""
+
+    group_m: float = 30.0
+    group_n: int = 3
+    groups_num: int = 9
+    focal_dist: float = 10.0
+    min_images_per_class: int = 2  # capture locations per cell
+    cosface_s: float = 100.0
+    lambda_lat: float = 1.0
+    lambda_front: float = 1.0
+
+
+@dataclass(frozen=True)
 class PlaceOptions(VPROptions):
     """MultiSimilarity place batches."""
 

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from benchmark.errors import BenchmarkError
 from methods.training.augment import Photometric
 from methods.training.loop import TrainLog, TrainStep, fit
-from methods.vpr.groups import cosplace_groups, places, positives_and_far
+from methods.vpr.groups import cosplace_groups, eigenplaces_groups, places, positives_and_far
 from methods.vpr.losses import BatchLossName, Convention, MarginCosineProduct, batch_loss, multisimilarity
-from methods.vpr.options import CosPlaceOptions, PlaceOptions, TupleOptions
+from methods.vpr.options import CosPlaceOptions, EigenPlacesOptions, PlaceOptions, TupleOptions
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -187,6 +187,55 @@ def train_cosface(model: nn.Module, data: TrainSplit, o: CosPlaceOptions, rng: n
         raise BenchmarkError(f"no CosPlace class has {o.min_images_per_class} images; lower min_images_per_class")
     step = CosFaceStep(model, groups, o)
     return fit(step, cosface_batches(groups, o, data, rng), o.steps, o, device, desc, progress)
+
+
+def eigenplaces_batches(groups: list[tuple[dict, dict]], o: EigenPlacesOptions, data: TrainSplit,
+                        rng: np.random.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor, int]]:
+    """EigenPlaces steps: a lateral and a frontal batch (`batch` classes, one view each) of one group, one group
+    per epoch of `iterations_per_epoch` steps, groups in turn."""
+    epoch = 0
+    while True:
+        k = epoch % len(groups)
+        sides = [list(side.values()) for side in groups[k]]
+        for _ in range(o.iterations_per_epoch):
+            out: list[Tensor] = []
+            for members in sides:
+                labels = rng.choice(len(members), o.batch, replace=len(members) < o.batch)
+                out += [data.batch([int(rng.choice(members[c])) for c in labels], train=True),
+                        torch.as_tensor(labels)]
+            yield (*out, k)
+        epoch += 1
+
+
+class EigenPlacesStep(CosFaceStep):
+    """λ_lat · CosFace(lateral classes) + λ_front · CosFace(frontal classes) of one group; the classifiers of
+    group g are 2g (lateral) and 2g + 1 (frontal), all trained by one Adam at classifier_lr."""
+
+    def __init__(self, model: nn.Module, groups: list[tuple[dict, dict]], o: EigenPlacesOptions):
+        super().__init__(model, [side for pair in groups for side in pair], o)
+        self.weights = (o.lambda_lat, o.lambda_front)
+
+    def forward(self, lateral: Tensor, lateral_labels: Tensor, frontal: Tensor, frontal_labels: Tensor,
+                group: int) -> dict[str, Tensor]:
+        """Both weighted losses and their sum."""
+        terms = {}
+        for i, (name, images, labels) in enumerate((("lateral", lateral, lateral_labels),
+                                                    ("frontal", frontal, frontal_labels))):
+            logits = self.classifiers[2 * group + i](self.model(images), labels)
+            terms[name] = self.weights[i] * F.cross_entropy(logits, labels)
+        return {**terms, "total": terms["lateral"] + terms["frontal"]}
+
+
+def train_eigenplaces(model: nn.Module, data: TrainSplit, o: EigenPlacesOptions, rng: np.random.Generator,
+                      device: torch.device, progress: bool, desc: str) -> TrainLog:
+    """EigenPlaces: lateral and frontal CosFace classifiers per group, one group per epoch."""
+    groups = eigenplaces_groups(data.utm, data.heading, o.group_m, o.group_n, o.focal_dist,
+                                o.min_images_per_class)[:o.groups_num]
+    if not groups:
+        raise BenchmarkError(f"no EigenPlaces cell has {o.min_images_per_class} capture locations; lower "
+                             "min_images_per_class or raise group_m")
+    step = EigenPlacesStep(model, groups, o)
+    return fit(step, eigenplaces_batches(groups, o, data, rng), o.steps, o, device, desc, progress)
 
 
 def place_batches(place_list: list[np.ndarray], o: PlaceOptions, data: TrainSplit, rng: np.random.Generator
