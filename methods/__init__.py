@@ -19,6 +19,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "clip-zeroshot": ("methods.addressclip.adapters:CLIPZeroShot",
                       "CLIP zero-shot over the candidate addresses (chance level without --weights)"),
     "coop": ("methods.addressclip.adapters:CoOp", "CoOp: learned prompt context, frozen CLIP towers"),
+    "maple": ("methods.addressclip.adapters:MaPLe",
+              "MaPLe: deep prompts in both frozen towers, image prompts coupled to text prompts (ViT towers)"),
     "cocoop": ("methods.addressclip.adapters:CoCoOp",
                "CoCoOp: CoOp's context shifted per image by a meta-net (candidates encoded per query)"),
     # --- place recognition + reverse geocoding ---

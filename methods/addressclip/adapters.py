@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
@@ -19,7 +20,7 @@ from benchmark.hashing import file_sha256
 from benchmark.images import map_images
 from benchmark.measure import module_bytes
 from benchmark.method import Footprint, RunContext
-from methods.addressclip import coop
+from methods.addressclip import coop, maple
 from methods.addressclip.data import ImageTransform, image_source, train_texts
 from methods.addressclip.losses import LossWeights
 from methods.addressclip.model import ResNetTower, build_clip, image_size, model_config
@@ -103,6 +104,15 @@ class CoOpOptions(TrainOptions):
     """CoOp: number of learnable context vectors."""
 
     n_ctx: int = 16
+
+
+@dataclass(frozen=True)
+class MaPLeOptions(TrainOptions):
+    """MaPLe: prompt tokens per layer, prompted layers, and the prompt text whose first words start the context."""
+
+    n_ctx: int = 2
+    depth: int = 9
+    ctx_init: str = "a photo of a"
 
 
 @dataclass(frozen=True)
@@ -431,3 +441,77 @@ class CoCoOp(CoOp):
         tokens = self.candidate_tokens
         return Footprint(model=module_bytes(self.model) + module_bytes(self.prompts),
                          database=tokens.numel() * tokens.element_size())
+
+
+class MaPLe(ClipMethod):
+    """MaPLe: deep prompts in both frozen towers, the image tower's coupled to the text tower's (ViT towers only)."""
+
+    name = "maple"
+    trains = True
+    Options: ClassVar[type] = MaPLeOptions
+    # A ViT image tower: the CPU default's ResNet tower has no tokens to prompt. Paper: ViT-B/16, SGD 0.0035,
+    # 5 epochs, batch 4, depth 9, 2 tokens from "a photo of a".
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {**SMOKE, "model": "ial-tiny", "depth": 2, "epochs": 1},
+        "default": {"model": "ial-small", "epochs": 1, "steps": 300, "batch": 32, "lr": 3.5e-3, "lr_min": 0.0,
+                    "warmup_steps": 10},
+        "paper": {**PAPER, "lr": 3.5e-3, "lr_min": 0.0, "epochs": 5, "batch": 4, "optimizer": "sgd",
+                  "warmup_steps": 0}}
+
+    def make_prompts(self) -> maple.MultiModalPrompts:
+        """The prompt learner; the first-layer context starts from the embeddings of ctx_init's first tokens."""
+        o = self.options
+        text_width = self.model.token_embedding.weight.shape[1]
+        if not isinstance(self.model.visual, VisionTransformer):
+            raise BenchmarkError(f"{self.name}: prompts enter a ViT image tower; {o.model} has a "
+                                 f"{type(self.model.visual).__name__} (use model=ial-small, or ViT-B-16 with --weights)")
+        if not 1 <= o.depth <= len(self.model.transformer.resblocks):
+            raise BenchmarkError(f"{self.name}: depth={o.depth}; this model has "
+                                 f"{len(self.model.transformer.resblocks)} text layers")
+        init = None
+        words = self.tokenizer.tokens(o.ctx_init.strip()) if o.ctx_init.strip() else []
+        if words:
+            if len(words) < o.n_ctx:
+                raise BenchmarkError(f"{self.name}: ctx_init {o.ctx_init!r} has fewer than n_ctx={o.n_ctx} tokens")
+            with torch.no_grad():
+                init = self.model.token_embedding.weight[torch.tensor(words[:o.n_ctx], device=self.device)].cpu()
+        self.prefix = o.ctx_init.strip() if words else " ".join(["X"] * o.n_ctx)
+        return maple.MultiModalPrompts(text_width, self.model.visual.transformer.width, o.n_ctx, o.depth,
+                                       self.ctx.seed, init)
+
+    def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
+        """Learn the prompts on the train split (both towers frozen), cached like the other methods."""
+        self.prompts = self.make_prompts().to(self.device)
+        if given is not None and isinstance(given[0], dict):
+            self.prompts.load_state_dict(given[0])
+            return
+        if self.options.epochs <= 0 and self.options.steps <= 0:
+            return
+
+        def train() -> TrainLog:
+            tokens = self.prompts.prompt_tokens(self.tokenizer, self.prefix, dataset.address_book.addresses)
+            labels = train_texts(dataset, self.tokenizer, "raw", captions=False).labels
+            source = image_source(dataset, self.transform, self.options.preload, self.ctx.progress)
+            step = maple.MaPLeStep(self.model, self.prompts, tokens.to(self.device), labels, self.transform.normalize)
+            return self.fit_step(step, source)
+
+        def load(saved: dict[str, Any]) -> None:
+            load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
+            self.prompts.load_state_dict(saved["context"])
+
+        self.cached_training(train, load, lambda: self.prompts.state_dict())
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower with its coupled prompts."""
+        return self.prompts.encode_image(self.model, images)
+
+    def encode_candidates(self, addresses: list[str]) -> torch.Tensor:
+        """The candidates through the prompted text tower (the `template` option does not apply)."""
+        tokens = self.prompts.prompt_tokens(self.tokenizer, self.prefix, addresses).to(self.device)
+        return self.prompts.encode_text(self.model, tokens)
+
+    def footprint(self) -> Footprint:
+        """The image tower and the prompt learner (the couplings make the image prompts), and the candidates."""
+        matrix = self.candidate_features
+        return Footprint(model=module_bytes(self.model.visual) + module_bytes(self.prompts),
+                         database=matrix.numel() * matrix.element_size())

@@ -1,0 +1,56 @@
+"""MaPLe's prompt learner by hand: coupling shapes, deep prompts reaching both towers' outputs, the layer-0 context
+in place of the first prompt words, and a clear error for a ResNet image tower. (The end-to-end run on `tiny` is
+the registry's smoke test.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.errors import BenchmarkError
+from methods.addressclip.maple import MultiModalPrompts
+from methods.addressclip.model import build_clip
+from methods.addressclip.text import Tokenizer, encode_tokens
+
+ADDRESSES = ["Alpha Street, Town", "Beta Street, Town", "Gamma Road, Town"]
+
+
+def _setup(depth: int = 2):
+    clip = build_clip("ial-tiny", False, seed=0).eval()  # text and image towers: 2 layers, width 64
+    prompts = MultiModalPrompts(64, clip.visual.transformer.width, n_ctx=2, depth=depth, seed=0)
+    tokens = prompts.prompt_tokens(Tokenizer(77), "a photo of a", ADDRESSES)
+    return clip, prompts, tokens
+
+
+def test_couplings_map_each_layers_text_prompt_into_the_image_tower():
+    clip, prompts, _ = _setup()
+    vision = prompts.vision_prompts()
+    assert [tuple(v.shape) for v in vision] == [(2, 64), (2, 64)]
+    assert torch.allclose(vision[1], prompts.couplings[1](prompts.deep_text[0]))
+    assert [tuple(c.weight.shape) for c in prompts.couplings] == [(64, 64), (64, 64)]
+
+
+def test_deep_prompts_reach_both_towers_outputs():
+    clip, prompts, tokens = _setup()
+    images = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        text, image = prompts.encode_text(clip, tokens), prompts.encode_image(clip, images)
+        assert text.shape == (3, 64) and image.shape == (2, 64)
+        prompts.deep_text[0].add_(1.0)  # the layer-1 text prompt, and through its coupling the image prompt
+        assert not torch.allclose(prompts.encode_text(clip, tokens), text)
+        assert not torch.allclose(prompts.encode_image(clip, images), image)
+
+
+def test_with_the_context_set_to_the_first_words_and_depth_one_the_text_side_is_plain_clip():
+    clip, _, tokens = _setup()
+    words = clip.token_embedding(tokens[:, 1:3])[0].detach()  # "a photo"
+    prompts = MultiModalPrompts(64, 64, n_ctx=2, depth=1, seed=0, init=words)
+    with torch.no_grad():
+        assert torch.allclose(prompts.encode_text(clip, tokens), encode_tokens(clip, tokens), atol=1e-5)
+
+
+def test_a_resnet_image_tower_cannot_take_prompts():
+    clip = build_clip("ial-r18-tiny", False, seed=0)
+    prompts = MultiModalPrompts(64, 64, n_ctx=2, depth=1, seed=0)
+    with pytest.raises(BenchmarkError, match="ViT image tower"):
+        prompts.encode_image(clip, torch.randn(1, 3, 48, 64))
