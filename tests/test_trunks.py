@@ -55,9 +55,9 @@ def test_every_method_with_init_starts_from_the_trunk_or_refuses_clearly(built, 
     from benchmark.method import RunContext
 
     cls = METHODS.get(name)
-    options = make_options(cls, "smoke", {"init": str(built[0]), "steps": "1", "epochs": "1"}
-                           if "epochs" in {f.name for f in dataclasses.fields(cls.Options)}
-                           else {"init": str(built[0]), "steps": "1"})
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    overrides = {"init": str(built[0]), **{k: "1" for k in ("steps", "epochs") if k in fields}}
+    options = make_options(cls, "smoke", overrides)
     ctx = RunContext(device=torch.device("cpu"), seed=0, preset="smoke", cache_dir=tmp_path, progress=False,
                      batch_size=8)
     method = cls(options, ctx)
@@ -67,7 +67,10 @@ def test_every_method_with_init_starts_from_the_trunk_or_refuses_clearly(built, 
     except BenchmarkError as e:  # a ViT backbone (salad), or a ViT image tower
         assert "init=" in str(e) and "scratch" in str(e)
         return
-    assert trunk.source in method.training.backbone
+    if cls.trains:
+        assert trunk.source in method.training.backbone
+    else:  # a training-free method on the trunk's features (anyloc): the trunk is its provenance
+        assert method.provenance()["sha256"] == trunk.sha256
 
 
 def test_the_shipped_trunks_load_into_the_default_presets():
