@@ -226,8 +226,8 @@ def latency_check(label: str, base: RunResult, cand: RunResult, t: Thresholds) -
         check.note += f"; both under {t.latency_floor_ms:g} ms (timer noise), not judged"
     elif not 1 / t.machine_ratio <= machines <= t.machine_ratio:
         check.verdict = "not judged"
-        check.note += (f"; calibration ×{machines:.2f}: another kind of machine (beyond ×{t.machine_ratio:g}), "
-                       "record the baseline on the gate's machine")
+        check.note += (f"; calibration ×{machines:.2f} against the baseline (beyond ×{t.machine_ratio:g}): another "
+                       "kind of machine, or a loaded one; gate on a quiet machine of the baseline's kind")
     elif worst > t.drift:
         check.verdict = "unstable"
         check.note += f"; calibration moved {worst:.0%} within a run"
