@@ -514,7 +514,7 @@ def _draw_streets(ax: Axes, streets: Sequence[Sequence[np.ndarray]]) -> None:
 def location_shares(true_utm: np.ndarray, right: np.ndarray, precision_m: float = 1.0
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Queries grouped by true position (rounded to `precision_m`): positions [m, 2], query counts [m] and the
-    share of them that are right [m], ordered by decreasing share so that wrong places are drawn on top."""
+    share of them that are right [m], in position order (no share is drawn on top of another by design)."""
     keys = np.round(true_utm / precision_m).astype(np.int64)
     unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
@@ -522,7 +522,7 @@ def location_shares(true_utm: np.ndarray, right: np.ndarray, precision_m: float 
     positions = np.zeros((len(unique), 2))
     np.add.at(positions, inverse, true_utm)
     positions /= counts[:, None]
-    order = np.lexsort((positions[:, 1], positions[:, 0], -shares))
+    order = np.lexsort((positions[:, 1], positions[:, 0]))
     return positions[order], counts[order], shares[order]
 
 
@@ -532,7 +532,7 @@ def _map_panel(ax: Axes, run: LoadedRun, queries: Queries, streets: Sequence[Seq
     known = np.isfinite(queries.true_utm).all(axis=1)
     right = ssa_hits(queries.topk, queries.truth, 1)[known]
     positions, counts, shares = location_shares(queries.true_utm[known], right)
-    points = ax.scatter(positions[:, 0] / 1000.0, positions[:, 1] / 1000.0, s=4.0 + 2.0 * counts, c=shares,
+    points = ax.scatter(positions[:, 0] / 1000.0, positions[:, 1] / 1000.0, s=2.0 + 1.5 * counts, c=shares,
                         cmap=SHARE_CMAP, vmin=0.0, vmax=1.0, linewidths=0, zorder=2)
     ax.set_aspect("equal", adjustable="datalim")
     ax.ticklabel_format(useOffset=False, style="plain")
@@ -548,8 +548,9 @@ def _map_panel(ax: Axes, run: LoadedRun, queries: Queries, streets: Sequence[Seq
 @_themed
 def query_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
     """The sub-street map with every query marked right or wrong (SSA@1), for the best run of each family."""
-    panels = [(run, queries) for run in best_per_family(runs)
-              if (queries := read_queries(run)) is not None and np.isfinite(queries.true_utm).all(axis=1).any()]
+    readable = {id(run): queries for run in runs if (queries := read_queries(run)) is not None
+                and np.isfinite(queries.true_utm).all(axis=1).any()}
+    panels = [(run, readable[id(run)]) for run in best_per_family([r for r in runs if id(r) in readable])]
     if not panels:
         return []
     fig, axes = _figure(len(panels), 5.2, 5.4)

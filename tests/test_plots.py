@@ -259,9 +259,9 @@ def test_queries_at_one_place_are_one_dot_coloured_by_their_share_right():
     utm = np.array([[10.0, 20.0], [10.2, 19.9], [50.0, 60.0], [10.1, 20.0], [90.0, 0.0]])
     right = np.array([True, False, True, True, False])
     positions, counts, shares = location_shares(utm, right)
-    # one place per position (to 1 m), the wrong places last, so drawn on top
-    assert counts.tolist() == [1, 3, 1] and shares.tolist() == pytest.approx([1.0, 2 / 3, 0.0])
-    assert positions.ravel().tolist() == pytest.approx([50.0, 60.0, 10.1, 59.9 / 3, 90.0, 0.0])
+    # one place per position (to 1 m), in position order
+    assert counts.tolist() == [3, 1, 1] and shares.tolist() == pytest.approx([2 / 3, 1.0, 0.0])
+    assert positions.ravel().tolist() == pytest.approx([10.1, 59.9 / 3, 50.0, 60.0, 90.0, 0.0])
 
 
 def test_training_curves_get_one_panel_per_family(town, tmp_path, monkeypatch):
