@@ -606,16 +606,19 @@ def geocell_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -
     """The geocells of each granularity the geocell runs used, with the best such run's queries coloured by
     the share it gets right (SSA@1) at each place."""
     best: dict[tuple[Any, ...], LoadedRun] = {}
+    queries_of = {}
     for run in main_runs(runs):
         o = run.result.method.options
-        if run.result.method.name in GEOCELL_METHODS and run.result.metrics.get("ssa@1") is not None:
+        if run.result.method.name not in GEOCELL_METHODS or run.result.metrics.get("ssa@1") is None:
+            continue
+        if (queries_of.setdefault(id(run), read_queries(run))) is not None:
             key = (o.get("cells_min"), o.get("cells_max"), o.get("margin_m"))
             if key not in best or run.result.metrics["ssa@1"] > best[key].result.metrics["ssa@1"]:
                 best[key] = run
     panels = []
     for run in list(best.values())[:MAX_GEOCELL_PANELS]:
-        queries = read_queries(run)
-        cells = run_geocells(run) if queries is not None else None
+        queries = queries_of[id(run)]
+        cells = run_geocells(run)
         if cells is not None:
             panels.append((run, queries, cells))
     if not panels:
@@ -640,7 +643,7 @@ def geocell_map(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -
         ax.grid(False)
     fig.colorbar(points[-1], ax=axes, location="bottom", shrink=0.5, aspect=40,
                  label="share of the queries at a place that SSA@1 gets right")
-    fig.suptitle("Semantic geocells (rebuilt from the training split) and where the geocell method is right")
+    fig.suptitle("Geocells (from the training split), queries by share right")
     return save_figure(fig, out_dir, stem, "geocells")
 
 
