@@ -338,15 +338,33 @@ class CoOp(ClipMethod):
                                                     "paper": {**PAPER, "lr": 2e-3, "lr_min": 0.0,
                                                               "epochs": 50}}
 
-    def learn(self, dataset: Dataset, given: tuple[torch.Tensor | None, bool] | None) -> None:
-        """Learn the context on frozen image features (cached like the other methods)."""
+    STEP: ClassVar[type] = coop.CoOpStep
+
+    def make_prompts(self) -> coop.PromptContext:
+        """CoOp's unified context of n_ctx random vectors."""
         width = self.model.token_embedding.weight.shape[1]
-        self.prompts = coop.PromptContext(width, self.options.n_ctx, self.ctx.seed).to(self.device)
-        if given is not None and given[0] is not None:
-            if isinstance(given[0], dict):
-                raise BenchmarkError(f"{self.name}: --weights holds a conditional prompt learner (a cocoop run); "
-                                     "evaluate it with cocoop")
-            self.prompts.context.data.copy_(given[0])
+        return coop.PromptContext(width, self.options.n_ctx, self.ctx.seed)
+
+    def given_prompts(self, saved: Any) -> bool:
+        """Take the context of a --weights checkpoint (True: nothing to train)."""
+        if isinstance(saved, dict):
+            raise BenchmarkError(f"{self.name}: --weights holds a conditional prompt learner (a cocoop run); "
+                                 "evaluate it with cocoop")
+        self.prompts.context.data.copy_(saved)
+        return True
+
+    def prompt_state(self) -> Any:
+        """What the cache keeps beside the CLIP state: the context."""
+        return self.prompts.context
+
+    def load_prompt_state(self, saved: Any) -> None:
+        """The context from the cache."""
+        self.prompts.context.data.copy_(saved)
+
+    def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
+        """Learn the prompts on frozen image features (cached like the other methods)."""
+        self.prompts = self.make_prompts().to(self.device)
+        if given is not None and given[0] is not None and self.given_prompts(given[0]):
             return
         if self.options.epochs <= 0 and self.options.steps <= 0:
             return
@@ -355,13 +373,13 @@ class CoOp(ClipMethod):
             features = self.image_features(dataset)
             tokens = self.prompts.prompt_tokens(self.tokenizer, dataset.address_book.addresses).to(self.device)
             labels = train_texts(dataset, self.tokenizer, "raw", captions=False).labels
-            return self.fit_step(coop.CoOpStep(self.model, self.prompts, tokens, labels), TensorRows(features))
+            return self.fit_step(self.STEP(self.model, self.prompts, tokens, labels), TensorRows(features))
 
         def load(saved: dict[str, Any]) -> None:
             load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
-            self.prompts.context.data.copy_(saved["context"])
+            self.load_prompt_state(saved["context"])
 
-        self.cached_training(train, load, lambda: self.prompts.context)
+        self.cached_training(train, load, self.prompt_state)
 
     def image_features(self, dataset: Dataset) -> torch.Tensor:
         """Frozen image features of the train split (computed once: the image tower does not change)."""
@@ -405,26 +423,22 @@ class CoCoOp(CoOp):
         joint = projection.shape[1] if isinstance(projection, torch.Tensor) else projection.out_features
         return coop.ConditionalPrompts(width, n_ctx, self.ctx.seed, int(joint), init)
 
-    def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
-        """Learn context and meta-net on frozen image features (cached like the other methods)."""
-        self.prompts = self.make_prompts().to(self.device)
-        if given is not None and isinstance(given[0], dict):
-            self.prompts.load_state_dict(given[0])
-            return
-        if self.options.epochs <= 0 and self.options.steps <= 0:
-            return
+    STEP = coop.CoCoOpStep
 
-        def train() -> TrainLog:
-            features = self.image_features(dataset)
-            tokens = self.prompts.prompt_tokens(self.tokenizer, dataset.address_book.addresses).to(self.device)
-            labels = train_texts(dataset, self.tokenizer, "raw", captions=False).labels
-            return self.fit_step(coop.CoCoOpStep(self.model, self.prompts, tokens, labels), TensorRows(features))
+    def given_prompts(self, saved: Any) -> bool:
+        """A cocoop checkpoint's prompt learner (context and meta-net); other files train anew."""
+        if isinstance(saved, dict):
+            self.prompts.load_state_dict(saved)
+            return True
+        return False
 
-        def load(saved: dict[str, Any]) -> None:
-            load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
-            self.prompts.load_state_dict(saved["context"])
+    def prompt_state(self) -> dict[str, torch.Tensor]:
+        """Context and meta-net, saved together."""
+        return self.prompts.state_dict()
 
-        self.cached_training(train, load, lambda: self.prompts.state_dict())
+    def load_prompt_state(self, saved: Any) -> None:
+        """Context and meta-net from the cache."""
+        self.prompts.load_state_dict(saved)
 
     def prepare(self, dataset: Dataset) -> None:
         """Fit, then keep the candidates' prompt tokens: their features are computed per query."""
