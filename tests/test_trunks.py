@@ -127,3 +127,26 @@ def test_init_and_weights_together_are_refused(built, tmp_path, tiny_dataset):
 def test_pretrain_cli_names_an_unknown_trunk(capsys):
     assert main(["pretrain", "kotka-r81"]) == 2
     assert "did you mean 'kotka-r18'" in capsys.readouterr().err
+
+
+DEFAULT_STARTS_FROM_A_TRUNK = [name for name in TAKES_INIT
+                               if make_options(METHODS.get(name), "default", {}).init in TRUNKS]
+
+
+@pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_TRUNK)
+def test_every_default_preset_network_takes_its_shipped_trunk(tiny_dataset, tmp_path, name):
+    """The default preset's network (its backbone and cut) must fit the trunk it starts from: one step on tiny."""
+    from benchmark.method import RunContext
+
+    cls = METHODS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    overrides = {k: v for k, v in {"steps": "1", "epochs": "1", "batch": "4"}.items() if k in fields}
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=tmp_path, progress=False,
+                     batch_size=8)
+    method = cls(make_options(cls, "default", overrides), ctx)
+    method.prepare(tiny_dataset)
+    trunk = load_trunk(method.options.init)
+    if cls.trains:
+        assert trunk.source in method.training.backbone
+    else:  # training-free on the trunk's features (anyloc)
+        assert method.provenance()["sha256"] == trunk.sha256

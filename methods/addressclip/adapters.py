@@ -28,6 +28,7 @@ from methods.addressclip.objective import ContrastiveStep
 from methods.addressclip.text import Tokenizer, address_text, encode_tokens
 from methods.addressclip.weights import checkpoint, load_clip_state, read_weights, split_checkpoint
 from methods.ial import IALMethod
+from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
 from methods.training.loop import (
     TensorRows,
     TrainLog,
@@ -248,6 +249,12 @@ class CLIPZeroShot(ClipMethod):
     name = "clip-zeroshot"
 
 
+def refuse_partial_freezing(name: str, o: TrainOptions) -> None:
+    """Prompt learners keep both towers frozen whole: `frozen` and `cache_frozen` would silently do nothing."""
+    if o.frozen or o.cache_frozen:
+        raise BenchmarkError(f"{name}: both towers are frozen whole (prompt learning); drop frozen= and cache_frozen=")
+
+
 TOWERS = ("both", "image", "text")
 
 
@@ -283,13 +290,25 @@ class ContrastiveMethod(ClipMethod):
                                      "is not one (use model=ial-r18 or frozen=0)")
             freeze_leading(self.model.visual.trunk, self.options.frozen)
 
+        o = self.options
+        check_cache(self.name, o.frozen, o.cache_frozen, o.augment)
+        if o.cache_frozen and not o.preload:
+            raise BenchmarkError(f"{self.name}: cache_frozen=true needs preload=true")
+
         def train() -> TrainLog:
             weights, geo = self.loss_setup()
-            texts = train_texts(dataset, self.tokenizer, self.options.template, captions=bool(weights.caption))
-            source = image_source(dataset, self.transform, self.options.preload, self.ctx.progress)
-            step = ContrastiveStep(self.model, texts, self.transform, weights, geo, self.options.augment,
-                                   self.ctx.seed, self.options.image_bf16)
-            return self.fit_step(step, source)
+            texts = train_texts(dataset, self.tokenizer, o.template, captions=bool(weights.caption))
+            source = image_source(dataset, self.transform, o.preload, self.ctx.progress)
+            step = ContrastiveStep(self.model, texts, self.transform, weights, geo, o.augment, self.ctx.seed,
+                                   o.image_bf16, o.cache_frozen)
+            if not o.cache_frozen:
+                return self.fit_step(step, source)
+            trunk = self.model.visual.trunk
+            prefix, rest = split_trunk(trunk, o.frozen)
+            source = TensorRows(prefix_features(prefix, source.rows, self.transform.normalize, self.ctx.batch_size,
+                                                self.device, f"{self.name}: frozen stages", self.ctx.progress))
+            with rest_only(trunk, rest):
+                return self.fit_step(step, source)
 
         def load(saved: dict[str, Any]) -> None:
             load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))
@@ -363,6 +382,7 @@ class CoOp(ClipMethod):
 
     def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
         """Learn the prompts on frozen image features (cached like the other methods)."""
+        refuse_partial_freezing(self.name, self.options)
         self.prompts = self.make_prompts().to(self.device)
         if given is not None and given[0] is not None and self.given_prompts(given[0]):
             return
@@ -495,6 +515,7 @@ class MaPLe(ClipMethod):
 
     def learn(self, dataset: Dataset, given: tuple[Any, bool] | None) -> None:
         """Learn the prompts on the train split (both towers frozen), cached like the other methods."""
+        refuse_partial_freezing(self.name, self.options)
         self.prompts = self.make_prompts().to(self.device)
         if given is not None and isinstance(given[0], dict):
             self.prompts.load_state_dict(given[0])

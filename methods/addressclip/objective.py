@@ -20,8 +20,9 @@ class ContrastiveStep(TrainStep):
     """Fine-tunes both CLIP towers on α·L_address + β·L_caption + γ·L_geography (terms with weight 0 are off)."""
 
     def __init__(self, clip: CLIP, texts: TrainTexts, transform: ImageTransform, weights: LossWeights,
-                 geo: GeoTarget, augment: float = 0.0, seed: int = 0, image_bf16: bool = False):
+                 geo: GeoTarget, augment: float = 0.0, seed: int = 0, image_bf16: bool = False, cached: bool = False):
         super().__init__()
+        self.cached = cached  # inputs are the image trunk's cached frozen-stage output, not images
         self.image_bf16 = image_bf16
         if image_bf16:  # bf16 convolutions are fastest channels-last (oneDNN on CPU, cuDNN on CUDA)
             clip.visual.to(memory_format=torch.channels_last)
@@ -33,10 +34,10 @@ class ContrastiveStep(TrainStep):
         self.geo = geo
 
     def forward(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch of uint8 images given by their rows in the train split."""
+        """Loss terms for a batch of uint8 images (or cached features) given by their rows in the train split."""
         index = index.cpu()
         device = images.device
-        pixels = self.transform.normalize(self.augment(images))
+        pixels = images if self.cached else self.transform.normalize(self.augment(images))
         if self.image_bf16:
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 image = self.clip.encode_image(pixels.contiguous(memory_format=torch.channels_last)).float()

@@ -9,6 +9,7 @@ computed from logits and targets (`loss`), what it prepares after training (`ind
 from __future__ import annotations
 
 from abc import abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from benchmark.method import Footprint, Method
 from methods.classification.backbones import build_backbone, is_clip, normaliser
 from methods.training.augment import Photometric
 from methods.training.checkpoints import check_state_dict, load_weights_file
+from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
 from methods.training.loop import TensorRows, TrainLog, TrainStep, epoch_batches, fit, total_steps
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
@@ -77,16 +79,20 @@ class Classifier(nn.Module):
 class ClassifierStep(TrainStep):
     """One batch of training rows: augment, normalise, logits, the method's loss against the rows' targets."""
 
-    def __init__(self, model: Classifier, targets: torch.Tensor, loss: Any, augment: float, seed: int):
+    def __init__(self, model: Classifier, targets: torch.Tensor, loss: Any, augment: float, seed: int,
+                 cached: bool = False):
         super().__init__()
         self.model = model
         self.targets = targets
         self.loss = loss
         self.augment = Photometric(augment, seed)
+        self.cached = cached  # inputs are the frozen stages' cached output, not images
 
     def forward(self, images: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{'total': loss} for uint8 images [B, 3, H, W] given by their rows in the train split."""
-        logits = self.model(self.model.normalise(self.augment(images)))
+        """{'total': loss} for uint8 images [B, 3, H, W] (or cached features) given by their rows in the train
+        split."""
+        inputs = images if self.cached else self.model.normalise(self.augment(images))
+        logits = self.model(inputs)
         return {"total": self.loss(logits, self.targets[index.cpu()].to(logits.device))}
 
 
@@ -149,12 +155,22 @@ class ClassifierMethod(StartsFromTrunk, Method):
             origin = f"{o.backbone} {o.cut} + GeM, " + (trunk.source if trunk is not None else "from scratch")
         procs = processes(self.ctx.device)
 
+        check_cache(self.name, o.frozen, o.cache_frozen, o.augment)
+
         def train() -> TrainLog:
-            images = train_images(dataset, o.image_h, o.image_w, self.ctx.batch_size, self.ctx.progress and procs.main)
-            step = ClassifierStep(self.model, targets, self.loss, o.augment, self.ctx.seed)
+            progress = self.ctx.progress and procs.main
+            images = train_images(dataset, o.image_h, o.image_w, self.ctx.batch_size, progress)
+            step = ClassifierStep(self.model, targets, self.loss, o.augment, self.ctx.seed, o.cache_frozen)
             desc = f"{self.name}: training"
+            cache = nullcontext()
+            if o.cache_frozen:
+                prefix, rest = split_trunk(self.model.trunk, o.frozen)
+                images = prefix_features(prefix.to(self.ctx.device), images, self.model.normalise,
+                                         self.ctx.batch_size, self.ctx.device, f"{self.name}: frozen stages", progress)
+                cache = rest_only(self.model.trunk, rest)
             batches, per_epoch = epoch_batches(TensorRows(images), o, self.ctx.seed, self.ctx.device, 0, desc)
-            return fit(step, batches, total_steps(o, per_epoch), o, self.ctx.device, desc, self.ctx.progress)
+            with cache:
+                return fit(step, batches, total_steps(o, per_epoch), o, self.ctx.device, desc, self.ctx.progress)
 
         self.training = train_or_load(self.ctx.cache_dir, self.model.load_state_dict, train,
                                       lambda: {k: v.cpu() for k, v in self.model.state_dict().items()},

@@ -39,6 +39,9 @@ class TrunkOptions:
     # Leading ResNet stages frozen with the stem: dvgl / CosPlace freeze 2 of an ImageNet trunk (paper presets);
     # from scratch nothing may be frozen usefully (mixvpr SSA@1 35.6 vs 30.0 with 2 frozen, helsinki v2).
     frozen: int = 0
+    # Run the frozen stages once over the train split (eval mode) and train the rest on their cached output
+    # (methods/training/frozen.py); needs frozen >= 1 and augment=0.
+    cache_frozen: bool = False
 
 
 @dataclass(frozen=True)

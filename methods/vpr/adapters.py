@@ -23,6 +23,7 @@ from benchmark.hashing import file_sha256
 from benchmark.images import map_images
 from methods.retrieval import RetrievalMethod
 from methods.training.augment import Photometric
+from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
 from methods.training.loop import TrainLog
 from methods.training.store import train_or_load
 from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
@@ -83,13 +84,24 @@ class VPRMethod(StartsFromTrunk, RetrievalMethod):
             apply_trunk(getattr(model, model.layout[0]), trunk)
         origin = trunk.source if trunk is not None else f"{o.backbone} from scratch"
 
+        check_cache(self.name, o.frozen, o.cache_frozen, o.augment)
+
         def train() -> TrainLog:
             model.to(self.ctx.device)
+            progress = self.ctx.progress and procs.main
             data = load_train_split(dataset, o.image_h, o.image_w, self.ctx.batch_size, o.augment, self.ctx.seed,
-                                    self.ctx.progress and procs.main)
+                                    progress)
             # Under torchrun each process draws its own batches (DDP averages their gradients).
             seed = [self.ctx.seed, procs.rank] if procs.distributed else self.ctx.seed
-            return self.train(model, data, np.random.default_rng(seed))
+            if not o.cache_frozen:
+                return self.train(model, data, np.random.default_rng(seed))
+            trunk = getattr(model, model.layout[0])
+            prefix, rest = split_trunk(trunk, o.frozen)
+            data.images = prefix_features(prefix, data.images, recipes.normalise, self.ctx.batch_size,
+                                          self.ctx.device, f"{self.name}: frozen stages", progress)
+            data.cached = True
+            with rest_only(trunk, rest):
+                return self.train(model, data, np.random.default_rng(seed))
 
         self.training = train_or_load(self.ctx.cache_dir, model.load_state_dict, train,
                                       lambda: {k: v.cpu() for k, v in model.state_dict().items()},
@@ -225,13 +237,16 @@ class CosPlaceMethod(VPRMethod):
     Options = CosPlaceOptions
     PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32},
                "default": {**KOTKA, "batch": 32},
-               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512, "image_w": 512, "batch": 32,
+               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "cut": "layer4", "fc_dim": 2048,
+                         "image_h": 512, "image_w": 512, "batch": 32,
                          "steps": 500_000, "iterations_per_epoch": 10_000, "min_images_per_class": 10,
                          "lr": 1e-5, "optimizer": "adam"}}
 
     def build_network(self) -> VPRNet:
-        """ResNet children up to layer4 + CosPlaceHead, keys `backbone.{0,1,4..7}` / `aggregation.{1,3}`."""
-        trunk, channels = resnet_sequential(self.options.backbone, "layer4", frozen=self.options.frozen)
+        """ResNet children up to `cut` + CosPlaceHead, keys `backbone.{0,1,4..7}` / `aggregation.{1,3}`. The
+        published networks (paper preset) cut after layer4; the CPU presets after layer3, as every other ResNet
+        method here (so the Kotka-pretrained trunk starts all of it)."""
+        trunk, channels = resnet_sequential(self.options.backbone, self.options.cut, frozen=self.options.frozen)
         return VPRNet(DVGL, trunk, CosPlaceHead(channels, self.options.fc_dim))
 
     def train(self, model: VPRNet, data: recipes.TrainSplit, rng: np.random.Generator) -> TrainLog:
@@ -248,8 +263,8 @@ class EigenPlacesMethod(CosPlaceMethod):
     Options = EigenPlacesOptions
     PRESETS = {"smoke": {**SMOKE, "iterations_per_epoch": 2, "groups_num": 2, "fc_dim": 32, "group_m": 40.0},
                "default": {**KOTKA, "batch": 32},
-               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "fc_dim": 2048, "image_h": 512,
-                         "image_w": 512, "batch": 32, "steps": 200_000, "iterations_per_epoch": 5_000,
+               "paper": {"frozen": 2, "augment": 1.0, "backbone": "resnet50", "cut": "layer4", "fc_dim": 2048,
+                         "image_h": 512, "image_w": 512, "batch": 32, "steps": 200_000, "iterations_per_epoch": 5_000,
                          "group_m": 15.0, "group_n": 3, "focal_dist": 10.0, "min_images_per_class": 5,
                          "lr": 1e-5, "optimizer": "adam"}}
 

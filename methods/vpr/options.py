@@ -61,6 +61,9 @@ class CosPlaceOptions(VPROptions):
     """CosPlace: descriptor size and its groups (M metres, alpha degrees, N, L)."""
 
     fc_dim: int = 256
+    # ResNet cut: after layer3 on the CPU (as the other ResNet methods, so the Kotka trunk starts all of it);
+    # CosPlace publishes layer4 networks (paper preset)
+    cut: str = "layer3"
     group_m: float = 10.0
     alpha: float = 30.0
     group_n: int = 5

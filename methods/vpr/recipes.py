@@ -51,10 +51,14 @@ class TrainSplit:
     utm: np.ndarray
     heading: np.ndarray
     augment: Photometric | None = None
+    cached: bool = False  # `images` holds the trunk's cached frozen-stage output (methods/training/frozen.py)
 
     def batch(self, idx: np.ndarray | list[int], train: bool = False) -> Tensor:
-        """Normalised float images of the given rows (photometrically augmented for training steps)."""
+        """Normalised float images of the given rows (photometrically augmented for training steps), or their
+        cached frozen-stage features."""
         images = self.images[torch.as_tensor(np.asarray(idx, np.int64))]
+        if self.cached:
+            return images
         if train and self.augment is not None:
             images = self.augment(images)
         return normalise(images)
