@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,22 @@ def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.T
     if isinstance(chunks[0], np.ndarray):
         return np.ascontiguousarray(np.concatenate(chunks))
     return torch.cat(chunks)
+
+
+_DECODED: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
+DECODED_KEEP = 2  # splits kept: the headline methods read the training split in two preprocessings
+
+
+def decoded_once(key: tuple[Any, ...], paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor],
+                 batch_size: int, desc: str = "decoding images", progress: bool = False) -> torch.Tensor:
+    """map_images of a whole split, kept for the next method of this process that asks with the same `key`
+    (which names the preprocessing, e.g. ("bilinear", 64, 88)). Callers must not modify the tensor in place."""
+    full = (key, tuple(str(p) for p in paths))
+    if full in _DECODED:
+        _DECODED.move_to_end(full)
+        return _DECODED[full]
+    images = map_images(paths, transform, batch_size, desc=desc, progress=progress)
+    _DECODED[full] = images
+    while len(_DECODED) > DECODED_KEEP:
+        _DECODED.popitem(last=False)
+    return images

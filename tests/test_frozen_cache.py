@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,33 @@ def test_every_method_with_a_resnet_trunk_trains_from_the_cache_or_refuses_clear
     # The frozen stages were never run in train mode: their batch-norm statistics are still the initial ones.
     means = [v for k, v in frozen.items() if k.endswith("running_mean")]
     assert means and all(torch.count_nonzero(m) == 0 for m in means)
+
+
+def test_the_next_method_with_the_same_frozen_stages_reuses_the_features():
+    torch.manual_seed(0)
+    trunk, _ = resnet_sequential("resnet18", "layer3", frozen=1)
+    prefix, _ = split_trunk(trunk, 1)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    plain = lambda u: u.float() / 255.0  # noqa: E731
+    first = prefix_features(prefix, images, plain, 2, torch.device("cpu"))
+    assert prefix_features(prefix, images, lambda u: u.float() / 255.0, 2, torch.device("cpu")) is first
+    assert prefix_features(prefix, images.clone(), plain, 2, torch.device("cpu")) is not first  # other images
+    other = prefix_features(prefix, images, lambda u: u.float() / 127.5 - 1.0, 2, torch.device("cpu"))
+    assert not torch.equal(other, first)  # another normalisation
+    with torch.no_grad():
+        prefix[0].weight.add_(1.0)
+    assert not torch.equal(prefix_features(prefix, images, plain, 2, torch.device("cpu")), first)  # other weights
+
+
+def test_a_split_is_decoded_once_per_preprocessing(tiny_dataset, monkeypatch):
+    from benchmark import images as module
+
+    calls = []
+    real = module.map_images
+    monkeypatch.setattr(module, "map_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    paths = tiny_dataset.paths("train")[:5]
+    to_uint8 = lambda im: torch.tensor(np.asarray(im.resize((8, 6)))).permute(2, 0, 1)  # noqa: E731
+    a = module.decoded_once(("test", 6, 8), paths, to_uint8, 4)
+    assert module.decoded_once(("test", 6, 8), paths, to_uint8, 4) is a and len(calls) == 1
+    module.decoded_once(("test", 12, 16), paths, to_uint8, 4)
+    assert len(calls) == 2

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from benchmark.address import normalize
 from benchmark.dataset import Dataset
-from benchmark.images import ImageFiles, map_images
+from benchmark.images import ImageFiles, decoded_once
 from methods.addressclip.text import Tokenizer, address_text, caption_text
 from methods.training.loop import TensorRows
 
@@ -52,8 +52,8 @@ def image_source(dataset: Dataset, transform: ImageTransform, preload: bool, pro
     paths = dataset.paths("train")
     if not preload:
         return ImageFiles(paths, transform.to_uint8, with_index=True)
-    return TensorRows(map_images(paths, transform.to_uint8, batch_size, desc="decoding training images",
-                                 progress=progress))
+    return TensorRows(decoded_once(("clip-cover", *transform.size), paths, transform.to_uint8, batch_size,
+                                   "decoding training images", progress))
 
 
 @dataclass

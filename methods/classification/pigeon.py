@@ -25,11 +25,12 @@ from methods.classification.base import ClassifierMethod, ClassifierOptions
 from methods.classification.geocells import Geocells, build_geocells
 from methods.classification.smoothing import smoothed_cross_entropy, smoothed_targets, utm_to_latlon
 from methods.retrieval import geocode_ranked, make_geocoder
+from methods.training.trunks import KOTKA_START
 from protocols.vpr_names import parse_vpr_name
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64, "cells_min": 2, "cells_max": 4}
 # From the Kotka trunk like every ResNet-18 method of the CPU default; 600 steps of 32 images.
-DEFAULT = {"init": "kotka-r18", "steps": 600, "batch": 32, "lr": 3e-4}
+DEFAULT = {**KOTKA_START, "steps": 600, "batch": 32, "lr": 3e-4}
 # PIGEON's published encoder: OpenAI CLIP ViT-L/14 at 336 px (init= its weights file), tokens mean-pooled, every
 # block but the last frozen, AdamW at 2e-5 without a schedule (PIGEON: batch 256 x 4 GPUs, best epoch kept on a
 # validation split the IAL protocols do not have, so a fixed 30 epochs). Meant for GPUs.

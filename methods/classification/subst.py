@@ -15,12 +15,13 @@ from benchmark.dataset import Dataset
 from benchmark.measure import StageClock
 from benchmark.method import Prediction, QueryBatch
 from methods.classification.base import ClassifierMethod, ClassifierOptions
+from methods.training.trunks import KOTKA_START
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64}
 # From the Kotka trunk like every ResNet-18 method of the CPU default, with the CLIP methods' budget (1000 steps
 # of 64 images) so that it is their control. Helsinki v2, seed 0, SSA@1: 600 steps of 32 gave 35.14 [32.9, 37.2],
 # 1000 of 64 58.28 [56.1, 60.5] (310 s).
-DEFAULT = {"init": "kotka-r18", "steps": 1000, "batch": 64, "lr": 3e-4}
+DEFAULT = {**KOTKA_START, "steps": 1000, "batch": 64, "lr": 3e-4}
 # The control of AddressCLIP's paper preset: its image tower (OpenAI CLIP ViT-B/16, init= its weights file) and
 # schedule (100 epochs of 32, lr 2.4e-5 cosine), a linear head instead of the text tower. Meant for GPUs.
 PAPER = {"backbone": "clip:ViT-B-16-quickgelu", "image_h": 224, "image_w": 224, "pretrained": True, "augment": 0.0,

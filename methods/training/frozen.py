@@ -11,8 +11,10 @@ makes that part free after one pass over the split.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -59,18 +61,48 @@ def split_trunk(trunk: nn.Module, frozen: int) -> tuple[nn.Sequential, nn.Sequen
     return nn.Sequential(*modules[:STEM + frozen]), nn.Sequential(*modules[STEM + frozen:])
 
 
+@dataclass
+class _Cached:
+    images: Tensor  # held, so that an identity check on it can never match a later tensor at the same address
+    features: Tensor
+
+
+_CACHED: dict[tuple[str, str], _Cached] = {}
+_PROBE = torch.arange(0, 256, dtype=torch.uint8).repeat(3, 1).view(1, 3, 16, 16)
+
+
+def _fingerprint(prefix: nn.Module, normalise: Callable[[Tensor], Tensor]) -> tuple[str, str]:
+    """What the frozen stages compute: their weights and statistics, and the normalisation (by its output)."""
+    weights = hashlib.sha256()
+    for name, tensor in prefix.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    probe = normalise(_PROBE.to(next(prefix.parameters()).device)).cpu().contiguous().numpy().tobytes()
+    return weights.hexdigest(), hashlib.sha256(probe).hexdigest()
+
+
 @torch.no_grad()
 def prefix_features(prefix: nn.Module, images: Tensor, normalise: Callable[[Tensor], Tensor], batch_size: int,
                     device: torch.device, desc: str = "frozen stages", progress: bool = False) -> Tensor:
     """The frozen stages' output for uint8 images [N, 3, H, W], in eval mode, as float32 on the CPU (float16 would
-    halve the memory but move the trained stages' gradients by ~2 % through their batch norms)."""
+    halve the memory but move the trained stages' gradients by ~2 % through their batch norms).
+
+    Kept for the next method of this process with the same frozen weights, normalisation and images tensor
+    (the Kotka-started methods of the main job share them); callers must not modify it in place."""
+    key = _fingerprint(prefix, normalise)
+    kept = _CACHED.get(key)
+    if kept is not None and kept.images is images:
+        return kept.features
     was_training = prefix.training
     prefix.eval()
     chunks = []
     for lo in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         chunks.append(prefix(normalise(images[lo:lo + batch_size].to(device))).float().cpu())
     prefix.train(was_training)
-    return torch.cat(chunks)
+    features = torch.cat(chunks)
+    _CACHED.clear()  # one entry: the features of a split are the largest tensor a run holds
+    _CACHED[key] = _Cached(images, features)
+    return features
 
 
 @contextmanager

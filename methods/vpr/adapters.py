@@ -20,13 +20,13 @@ from benchmark.dataset import Dataset
 from benchmark.distributed import processes
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
-from benchmark.images import map_images
+from benchmark.images import decoded_once
 from methods.retrieval import RetrievalMethod
 from methods.training.augment import Photometric
 from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
 from methods.training.loop import TrainLog
 from methods.training.store import train_or_load
-from methods.training.trunks import StartsFromTrunk, apply_trunk, load_trunk
+from methods.training.trunks import KOTKA_START, StartsFromTrunk, apply_trunk, load_trunk
 from methods.vpr import recipes
 from methods.vpr.backbones import DinoV2, ResNetTrunk, resnet_sequential, vgg16_encoder
 from methods.vpr.heads import SALAD, CosPlaceHead, GeM, L2Norm, MixVPR, NetVLAD
@@ -43,8 +43,9 @@ from methods.vpr.options import (
 )
 
 SMOKE = {"steps": 4, "batch": 4, "image_h": 48, "image_w": 64}
-# The CPU default starts every ResNet-18 method from the trunk ialbench pretrained on Kotka (methods/weights/README.md).
-KOTKA = {"init": "kotka-r18"}
+# The CPU default starts every ResNet-18 method from the trunk ialbench pretrained on Kotka (methods/weights/README.md),
+# its first stages frozen and cached (KOTKA_START).
+KOTKA = KOTKA_START
 
 
 class VPRMethod(StartsFromTrunk, RetrievalMethod):
@@ -118,9 +119,10 @@ class VPRMethod(StartsFromTrunk, RetrievalMethod):
 
 
 def train_images(dataset: Dataset, height: int, width: int, batch_size: int, progress: bool = False) -> torch.Tensor:
-    """The training split decoded once and resized to height x width: uint8 [N, 3, H, W] in memory."""
-    return map_images(dataset.paths("train"), lambda im: recipes.to_uint8(im, height, width), batch_size,
-                      desc="decoding training images", progress=progress)
+    """The training split decoded once (per process) and resized to height x width: uint8 [N, 3, H, W] in memory."""
+    return decoded_once(("bilinear", height, width), dataset.paths("train"),
+                        lambda im: recipes.to_uint8(im, height, width), batch_size, "decoding training images",
+                        progress)
 
 
 def load_train_split(dataset: Dataset, height: int, width: int, batch_size: int,
