@@ -28,7 +28,7 @@ from methods.addressclip.objective import ContrastiveStep
 from methods.addressclip.text import Tokenizer, address_text, encode_tokens
 from methods.addressclip.weights import checkpoint, load_clip_state, read_weights, split_checkpoint
 from methods.ial import IALMethod
-from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
+from methods.training.frozen import cached_training, check_cache
 from methods.training.loop import (
     TensorRows,
     TrainLog,
@@ -308,12 +308,11 @@ class ContrastiveMethod(ClipMethod):
                                    o.image_bf16, o.cache_frozen)
             if not o.cache_frozen:
                 return self.fit_step(step, source)
-            trunk = self.model.visual.trunk
-            prefix, rest = split_trunk(trunk, o.frozen)
-            source = TensorRows(prefix_features(prefix, source.rows, self.transform.normalize, self.ctx.batch_size,
-                                                self.device, f"{self.name}: frozen stages", self.ctx.progress))
-            with rest_only(trunk, rest):
-                return self.fit_step(step, source)
+            features, cache = cached_training(self.model.visual.trunk, o.frozen, source.rows,
+                                              self.transform.normalize, self.ctx.batch_size, self.device,
+                                              f"{self.name}: frozen stages", self.ctx.progress)
+            with cache:
+                return self.fit_step(step, TensorRows(features))
 
         def load(saved: dict[str, Any]) -> None:
             load_clip_state(self.model, saved["state_dict"], str(self.ctx.cache_dir))

@@ -28,7 +28,7 @@ from benchmark.method import Footprint, Method
 from methods.classification.backbones import build_backbone, is_clip, normaliser
 from methods.training.augment import Photometric
 from methods.training.checkpoints import check_state_dict, load_weights_file
-from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
+from methods.training.frozen import cached_training, check_cache
 from methods.training.loop import TensorRows, TrainLog, TrainStep, epoch_batches, fit, total_steps
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
@@ -164,10 +164,9 @@ class ClassifierMethod(StartsFromTrunk, Method):
             desc = f"{self.name}: training"
             cache = nullcontext()
             if o.cache_frozen:
-                prefix, rest = split_trunk(self.model.trunk, o.frozen)
-                images = prefix_features(prefix.to(self.ctx.device), images, self.model.normalise,
-                                         self.ctx.batch_size, self.ctx.device, f"{self.name}: frozen stages", progress)
-                cache = rest_only(self.model.trunk, rest)
+                images, cache = cached_training(self.model.trunk, o.frozen, images, self.model.normalise,
+                                                self.ctx.batch_size, self.ctx.device, f"{self.name}: frozen stages",
+                                                progress)
             batches, per_epoch = epoch_batches(TensorRows(images), o, self.ctx.seed, self.ctx.device, 0, desc)
             with cache:
                 return fit(step, batches, total_steps(o, per_epoch), o, self.ctx.device, desc, self.ctx.progress)

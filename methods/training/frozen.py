@@ -11,6 +11,7 @@ makes that part free after one pass over the split.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,3 +114,13 @@ def rest_only(trunk: nn.Module, rest: nn.Module) -> Iterator[None]:
         yield
     finally:
         del trunk.forward
+
+
+def cached_training(trunk: nn.Module, frozen: int, images: Tensor, normalise: Callable[[Tensor], Tensor],
+                    batch_size: int, device: torch.device, desc: str, progress: bool
+                    ) -> tuple[Tensor, contextlib.AbstractContextManager[None]]:
+    """The one sequence every family runs: the frozen stages' features of `images`, and the block within which
+    the trunk runs only its remaining stages on them."""
+    prefix, rest = split_trunk(trunk, frozen)
+    features = prefix_features(prefix.to(device), images, normalise, batch_size, device, desc, progress)
+    return features, rest_only(trunk, rest)

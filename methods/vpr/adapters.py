@@ -23,7 +23,7 @@ from benchmark.hashing import file_sha256
 from benchmark.images import decoded_once
 from methods.retrieval import RetrievalMethod
 from methods.training.augment import Photometric
-from methods.training.frozen import check_cache, prefix_features, rest_only, split_trunk
+from methods.training.frozen import cached_training, check_cache
 from methods.training.loop import TrainLog
 from methods.training.store import train_or_load
 from methods.training.trunks import KOTKA_START, StartsFromTrunk, apply_trunk, load_trunk
@@ -96,12 +96,11 @@ class VPRMethod(StartsFromTrunk, RetrievalMethod):
             seed = [self.ctx.seed, procs.rank] if procs.distributed else self.ctx.seed
             if not o.cache_frozen:
                 return self.train(model, data, np.random.default_rng(seed))
-            trunk = getattr(model, model.layout[0])
-            prefix, rest = split_trunk(trunk, o.frozen)
-            data.images = prefix_features(prefix, data.images, recipes.normalise, self.ctx.batch_size,
-                                          self.ctx.device, f"{self.name}: frozen stages", progress)
+            data.images, cache = cached_training(getattr(model, model.layout[0]), o.frozen, data.images,
+                                                 recipes.normalise, self.ctx.batch_size, self.ctx.device,
+                                                 f"{self.name}: frozen stages", progress)
             data.cached = True
-            with rest_only(trunk, rest):
+            with cache:
                 return self.train(model, data, np.random.default_rng(seed))
 
         self.training = train_or_load(self.ctx.cache_dir, model.load_state_dict, train,
