@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -123,13 +124,19 @@ class RetrievalMethod(Method):
             raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
         self.geocoder: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
-        with torch.inference_mode():
-            database = map_images(dataset.paths("database"), self.preprocess, self.ctx.batch_size, self.encode,
-                                  f"{self.name}: indexing database", self.ctx.progress)
-        self.index = build_index(database, self.options)
+        self.index = build_index(self.database_descriptors(dataset), self.options)
         self.searcher = index_to_device(self.index, self.ctx.device)
         self.database_utm = dataset.utm("database")
         self.depth = min(self.options.search_depth, self.index.ntotal)
+
+    def database_descriptors(self, dataset: Dataset, positions: Sequence[int] | None = None) -> np.ndarray:
+        """The encoder's descriptors [N, D] of the database images at `positions` (default: all), in order."""
+        paths = dataset.paths("database")
+        if positions is not None:
+            paths = [paths[i] for i in positions]
+        with torch.inference_mode():
+            return map_images(paths, self.preprocess, self.ctx.batch_size, self.encode,
+                              f"{self.name}: indexing database", self.ctx.progress)
 
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
         """Encode, search, geocode: each stage on the clock."""

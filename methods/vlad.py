@@ -6,6 +6,7 @@ database's VLADs (247code's: no mean subtracted). A subclass gives the dense fea
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import faiss
@@ -86,12 +87,15 @@ class VLADEncoder(nn.Module):
         """The unwhitened VLADs [B, K·D]."""
         return vlad(self.features(images), self.centroids)
 
+    def whiten(self, vlads: Tensor) -> Tensor:
+        """Unwhitened VLADs -> the output descriptors (projected and re-normalised when a projection is set)."""
+        if self.projection.numel():
+            return F.normalize(vlads @ self.projection.T, dim=1)
+        return vlads
+
     def forward(self, images: Tensor) -> Tensor:
         """VLAD descriptors, whitened when a projection is set."""
-        out = self.vlads(images)
-        if self.projection.numel():
-            out = F.normalize(out @ self.projection.T, dim=1)
-        return out
+        return self.whiten(self.vlads(images))
 
 
 class VLADMethod(RetrievalMethod):
@@ -119,19 +123,38 @@ class VLADMethod(RetrievalMethod):
             return np.concatenate(rows)
 
         with torch.inference_mode():
-            sampled = map_images(_subset(paths, o.vocabulary_images, rng), self.preprocess, self.ctx.batch_size,
+            sampled = map_images([paths[i] for i in _subset(len(paths), o.vocabulary_images, rng)], self.preprocess, self.ctx.batch_size,
                                  sample, f"{self.name}: sampling descriptors", self.ctx.progress)
         encoder = VLADEncoder(features, vocabulary(sampled, o.clusters, self.ctx.seed).to(self.ctx.device))
+        self._whitened: tuple[np.ndarray, np.ndarray] | None = None
         if o.dim:
+            fit = _subset(len(paths), o.whiten_images, rng)
             with torch.inference_mode():
-                vlads = map_images(_subset(paths, o.whiten_images, rng), self.preprocess, self.ctx.batch_size,
+                vlads = map_images([paths[i] for i in fit], self.preprocess, self.ctx.batch_size,
                                    lambda images: encoder.vlads(images.to(self.ctx.device)).cpu(),
                                    f"{self.name}: VLADs for the whitening", self.ctx.progress)
-            encoder.projection = whitening(vlads, o.dim, o.whiten_eps).to(self.ctx.device)
+                encoder.projection = whitening(vlads, o.dim, o.whiten_eps).to(self.ctx.device)
+                # these database images are indexed from the VLADs just computed, not encoded a second time
+                self._whitened = (fit, encoder.whiten(vlads.to(self.ctx.device)).float().cpu().numpy())
         return encoder
 
+    def database_descriptors(self, dataset: Dataset, positions: Sequence[int] | None = None) -> np.ndarray:
+        """The database descriptors; those of the whitening's images come from its fit."""
+        done = getattr(self, "_whitened", None)
+        if positions is not None or done is None:
+            return super().database_descriptors(dataset, positions)
+        fit, whitened = done
+        self._whitened = None
+        rest = np.setdiff1d(np.arange(len(dataset.paths("database"))), fit)
+        database = np.empty((len(fit) + len(rest), whitened.shape[1]), np.float32)
+        database[fit] = whitened
+        if len(rest):
+            database[rest] = super().database_descriptors(dataset, rest.tolist())
+        return database
 
-def _subset(paths: list, count: int, rng: np.random.Generator) -> list:
-    if count <= 0 or count >= len(paths):
-        return list(paths)
-    return [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]
+
+def _subset(total: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of `count` of `total` items drawn by `rng` (all of them when count is 0 or too large)."""
+    if count <= 0 or count >= total:
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=count, replace=False))

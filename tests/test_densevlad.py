@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
+from benchmark.method import RunContext, make_options
+from benchmark.registry import METHODS
 from methods.densevlad import bin_sizes, dense_sift, orientation_histograms, root_sift
+from methods.retrieval import RetrievalMethod
 from methods.vlad import vlad, whitening
 
 
@@ -62,3 +66,17 @@ def test_whitening_makes_the_fitted_second_moment_the_identity():
 def test_bad_bin_sizes_are_one_clear_error(text):
     with pytest.raises(BenchmarkError, match="bin_sizes"):
         bin_sizes(text)
+
+
+def test_the_whitening_images_are_indexed_from_their_fit_as_if_encoded_again(tiny_dataset, one_thread):
+    """The database rows of the images that fitted the whitening are reused, not recomputed: the index must
+    hold what encoding every database image afresh gives, in database order."""
+    cls = METHODS.get("densevlad")
+    total = len(tiny_dataset.paths("database"))
+    opts = make_options(cls, "smoke", {"dim": "16", "whiten_images": str(total // 2)})
+    method = cls(opts, RunContext(torch.device("cpu"), seed=0, preset="smoke", progress=False))
+    method.prepare(tiny_dataset)
+    indexed = method.index.reconstruct_n(0, method.index.ntotal)
+    fresh = RetrievalMethod.database_descriptors(method, tiny_dataset)
+    assert indexed.shape == fresh.shape == (total, 16)
+    np.testing.assert_allclose(indexed, fresh, atol=1e-5)

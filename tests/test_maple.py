@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from benchmark.errors import BenchmarkError
+from benchmark.method import make_options
+from benchmark.registry import METHODS
 from methods.addressclip.maple import MultiModalPrompts
 from methods.addressclip.model import build_clip
 from methods.addressclip.text import Tokenizer, encode_tokens
@@ -54,3 +56,12 @@ def test_a_resnet_image_tower_cannot_take_prompts():
     prompts = MultiModalPrompts(64, 64, n_ctx=2, depth=1, seed=0)
     with pytest.raises(BenchmarkError, match="ViT image tower"):
         prompts.encode_image(clip, torch.randn(1, 3, 48, 64))
+
+
+@pytest.mark.parametrize("preset", ["smoke", "default"])
+def test_each_cpu_presets_prompt_depth_fits_its_model(preset):
+    """A preset's prompt depth must not exceed its model's text layers (the CPU default once asked 9 of 3)."""
+    cls = METHODS.get("maple")
+    options = make_options(cls, preset, {})
+    clip = build_clip(options.model, False, seed=0)
+    assert 1 <= options.depth <= min(len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
