@@ -123,8 +123,9 @@ class VLADMethod(RetrievalMethod):
             return np.concatenate(rows)
 
         with torch.inference_mode():
-            sampled = map_images([paths[i] for i in _subset(len(paths), o.vocabulary_images, rng)], self.preprocess, self.ctx.batch_size,
-                                 sample, f"{self.name}: sampling descriptors", self.ctx.progress)
+            vocabulary_paths = [paths[i] for i in _subset(len(paths), o.vocabulary_images, rng)]
+            sampled = map_images(vocabulary_paths, self.preprocess, self.ctx.batch_size, sample,
+                                 f"{self.name}: sampling descriptors", self.ctx.progress)
         encoder = VLADEncoder(features, vocabulary(sampled, o.clusters, self.ctx.seed).to(self.ctx.device))
         self._whitened: tuple[np.ndarray, np.ndarray] | None = None
         if o.dim:
@@ -139,15 +140,14 @@ class VLADMethod(RetrievalMethod):
         return encoder
 
     def database_descriptors(self, dataset: Dataset, positions: Sequence[int] | None = None) -> np.ndarray:
-        """The database descriptors; those of the whitening's images come from its fit."""
-        done = getattr(self, "_whitened", None)
-        if positions is not None or done is None:
+        """The database descriptors; the whitening's images come from its fit, not from a second encoding."""
+        fitted, self._whitened = getattr(self, "_whitened", None), None
+        if positions is not None or fitted is None:
             return super().database_descriptors(dataset, positions)
-        fit, whitened = done
-        self._whitened = None
-        rest = np.setdiff1d(np.arange(len(dataset.paths("database"))), fit)
-        database = np.empty((len(fit) + len(rest), whitened.shape[1]), np.float32)
+        fit, whitened = fitted
+        database = np.empty((len(dataset.paths("database")), whitened.shape[1]), np.float32)
         database[fit] = whitened
+        rest = np.setdiff1d(np.arange(len(database)), fit)
         if len(rest):
             database[rest] = super().database_descriptors(dataset, rest.tolist())
         return database
