@@ -8,13 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d, spatial_gradient
 
 from benchmark.errors import BenchmarkError
 from benchmark.method import RunContext, make_options
 from benchmark.registry import METHODS
 from methods.densevlad import bin_sizes, dense_sift, orientation_histograms, root_sift
 from methods.retrieval import RetrievalMethod
-from methods.vlad import vlad, whitening
+from methods.vlad import VLADEncoder, vlad, whitening
 
 
 def test_root_sift_by_hand():
@@ -42,6 +44,45 @@ def test_the_dense_grid_and_flat_images():
     assert dense_sift(torch.rand(1, 1, 40, 40), 4, 2).shape == (1, 121, 128)
     assert dense_sift(torch.full((1, 1, 40, 40), 0.5), 4, 2).abs().sum() == 0  # no contrast anywhere
     assert dense_sift(torch.rand(1, 1, 12, 12), 10, 2).shape == (1, 0, 128)  # smaller than one descriptor
+
+
+def plain_dense_sift(grey: torch.Tensor, bin_: int, step: int) -> torch.Tensor:
+    """The textbook dense SIFT: kornia's blur and gradient, every pixel pooled, a dilated unfold; then RootSIFT."""
+    sigma = bin_ / 6
+    radius = max(1, math.ceil(4 * sigma))
+    grad = spatial_gradient(gaussian_blur2d(grey, 2 * radius + 1, (sigma, sigma), border_type="replicate"),
+                            mode="diff", normalized=False)[:, 0] * 0.5
+    angle = torch.remainder(torch.atan2(grad[:, 1], grad[:, 0]), 2 * math.pi) / (math.pi / 4)
+    magnitude = torch.hypot(grad[:, 0], grad[:, 1])
+    hist = torch.stack([magnitude * (1 - (angle - o).abs()).clamp(min=0)
+                        + magnitude * (1 - (angle - 8 - o).abs()).clamp(min=0) for o in range(8)], dim=1)
+    tri = 1 - torch.arange(-bin_ + 1, bin_).abs() / bin_
+    kernel = (tri[:, None] * tri[None, :]).expand(8, 1, -1, -1)
+    cells = F.unfold(F.conv2d(hist, kernel, groups=8), kernel_size=4, dilation=bin_, stride=step)
+    centre = torch.arange(4.0) - 1.5
+    window = torch.exp(-(centre[:, None] ** 2 + centre[None, :] ** 2) / (2 * 1.5 ** 2)).flatten()
+    desc = (cells.view(len(grey), 8, 16, -1) * window[None, :, None]).flatten(1, 2).transpose(1, 2)
+    return root_sift(desc, 0.005)
+
+
+@pytest.mark.parametrize("bin_, step", [(4, 2), (6, 4), (4, 3), (10, 2)])
+def test_dense_sift_equals_the_textbook_computation(bin_, step):
+    """Strided pooling and windowed views (the fast path) give what pooling every pixel and unfolding gives,
+    also when the step does not divide the bin size."""
+    grey = torch.rand(2, 1, 64, 81, generator=torch.Generator().manual_seed(0))
+    fast, plain = dense_sift(grey, bin_, step), plain_dense_sift(grey, bin_, step)
+    assert fast.shape == plain.shape and fast.shape[1] > 0
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_vlad_of_parts_and_of_chunks_equals_vlad_of_the_whole():
+    torch.manual_seed(0)
+    desc, centroids = torch.rand(5, 30, 8), F.normalize(torch.rand(4, 8), dim=1)
+    desc[:, ::7] = 0  # zero rows in every part: never counted
+    whole = vlad(desc, centroids)
+    torch.testing.assert_close(vlad([desc[:, :11], desc[:, 11:]], centroids), whole)
+    features = torch.nn.Identity()
+    torch.testing.assert_close(VLADEncoder(features, centroids, chunk=2).vlads(desc), whole)
 
 
 def test_vlad_on_a_toy_vocabulary():
