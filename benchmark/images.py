@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
+from benchmark.distributed import gather_rows, shard_bounds
 from benchmark.errors import BenchmarkError
 
 
@@ -56,19 +57,25 @@ def iterate_images(
 
 def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor], batch_size: int,
                fn: Callable[[torch.Tensor], Any] | None = None, desc: str = "decoding images",
-               progress: bool = False) -> Any:
+               progress: bool = False, shard: bool = False) -> Any:
     """Every image of a list decoded and preprocessed, optionally mapped batch by batch through `fn` (an
-    encoder), and concatenated in path order: a torch tensor, or a numpy array if `fn` returns numpy."""
+    encoder), and concatenated in path order: a torch tensor, or a numpy array if `fn` returns numpy.
+
+    `shard`: under torchrun each process maps its own whole batches of the list and every process gets all the
+    rows back, in order (for work that is the same for every image, not one that draws random numbers)."""
+    lo, hi = shard_bounds(len(paths), batch_size) if shard else (0, len(paths))
     chunks = []
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for batch in iterate_images(paths, transform, batch_size):
+    with tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in iterate_images(paths[lo:hi], transform, batch_size):
             chunks.append(batch if fn is None else fn(batch))
             bar.update(len(batch))
-    if not chunks:
+    local = None
+    if chunks:
+        local = np.ascontiguousarray(np.concatenate(chunks)) if isinstance(chunks[0], np.ndarray) else torch.cat(chunks)
+    rows = gather_rows(local) if shard else local
+    if rows is None:
         raise BenchmarkError(f"{desc}: no images")
-    if isinstance(chunks[0], np.ndarray):
-        return np.ascontiguousarray(np.concatenate(chunks))
-    return torch.cat(chunks)
+    return rows
 
 
 _DECODED: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
@@ -83,7 +90,7 @@ def decoded_once(key: tuple[Any, ...], paths: Sequence[Path], transform: Callabl
     if full in _DECODED:
         _DECODED.move_to_end(full)
         return _DECODED[full]
-    images = map_images(paths, transform, batch_size, desc=desc, progress=progress)
+    images = map_images(paths, transform, batch_size, desc=desc, progress=progress, shard=True)
     _DECODED[full] = images
     while len(_DECODED) > DECODED_KEEP:
         _DECODED.popitem(last=False)

@@ -17,7 +17,15 @@ from tqdm.auto import tqdm
 
 from benchmark.address import normalize
 from benchmark.dataset import Dataset
-from benchmark.distributed import process_device, secondary
+from benchmark.distributed import (
+    barrier,
+    gather_rows,
+    gather_to_main,
+    process_device,
+    processes,
+    secondary,
+    shard_bounds,
+)
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
 from benchmark.images import iterate_images, load_rgb
@@ -134,21 +142,47 @@ def run(spec: RunSpec) -> list[Path]:
                 raise BenchmarkError(f"method {name!r} loads no weights; drop --weights")
             overrides = {**overrides, "weights": str(spec.weights)}
         planned.append((cls, make_options(cls, spec.preset, overrides), overrides))
+    # under torchrun rank 0 builds the dataset (if it must) before the others open it, and alone shows progress
+    if not processes(process_device(device)).main:
+        spec = dataclasses.replace(spec, progress=False)
+        barrier()
     dataset = protocol.open(spec.data_root, spec.preset, spec.progress)
-    if dataset.dropped_queries:
+    if not secondary():
+        barrier()
+    if dataset.dropped_queries and not secondary():
         log.warning("%d queries dropped: their address is not in the candidate set", len(dataset.dropped_queries))
     folders = [run_method(protocol, dataset, cls, options, spec, device, overrides)
                for cls, options, overrides in planned]
     return [f for f in folders if f is not None]
 
 
-def _query_batches(method: Method, dataset: Dataset, batch_size: int):
-    paths = dataset.paths("queries")
+def _query_batches(method: Method, dataset: Dataset, batch_size: int, lo: int, hi: int):
+    paths = dataset.paths("queries")[lo:hi]
     if method.needs_images:
         yield from iterate_images(paths, method.preprocess, batch_size)
     else:
         for _ in range(0, len(paths), batch_size):
             yield None
+
+
+def batched_predictions(method: Method, dataset: Dataset, spec: RunSpec, clock: StageClock,
+                        truth: Callable[[int, int], np.ndarray | None]) -> tuple[list[Prediction], float] | None:
+    """Every query's prediction, batch by batch, and the seconds the slowest process spent in the method's
+    stages. Under torchrun each process predicts its own whole batches and rank 0 gathers them in order (the
+    others get None)."""
+    rel_paths = list(dataset.splits["queries"].image)
+    lo, hi = shard_bounds(len(rel_paths), spec.batch_size)
+    predictions: list[Prediction] = []
+    bar = tqdm(total=hi - lo, desc=f"{method.name}: predicting", unit="q", disable=not spec.progress, leave=False)
+    for images in _query_batches(method, dataset, spec.batch_size, lo, hi):
+        first = lo + len(predictions)
+        last = min(hi, first + spec.batch_size)
+        predictions += method.predict(QueryBatch(images, rel_paths[first:last], truth(first, last)), spec.k, clock)
+        bar.update(last - first)
+    bar.close()
+    seconds = gather_rows(torch.tensor([sum(clock.take().values())], dtype=torch.float64))
+    gathered = gather_to_main(predictions)
+    return None if gathered is None else (gathered, float(seconds.max()))
 
 
 def _check_prediction(method: str, p: Prediction, k: int) -> None:
@@ -196,8 +230,6 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
     start = time.perf_counter()
     method.prepare(dataset.for_methods())
     prepare_seconds = time.perf_counter() - start
-    if secondary():
-        return None
 
     queries = dataset.splits["queries"]
     rel_paths = list(queries.image)
@@ -210,17 +242,11 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         return true_utm[lo:hi] if cls.sees_true_coordinates else None
 
     clock = StageClock(device)
-    predictions: list[Prediction] = []
     with PeakMemory(device) as memory, torch.inference_mode():
-        bar = tqdm(total=n, desc=f"{cls.name}: predicting", unit="q", disable=not spec.progress, leave=False)
-        for images in _query_batches(method, dataset, spec.batch_size):
-            lo = len(predictions)
-            hi = min(n, lo + spec.batch_size)
-            batch = QueryBatch(images, rel_paths[lo:hi], truth(lo, hi))
-            predictions += method.predict(batch, spec.k, clock)
-            bar.update(hi - lo)
-        bar.close()
-        batch_seconds = sum(clock.take().values())
+        batched = batched_predictions(method, dataset, spec, clock, truth)
+        if batched is None or secondary():  # under torchrun rank 0 alone times, scores and writes
+            return None
+        predictions, batch_seconds = batched
 
         abs_paths = dataset.paths("queries")
 

@@ -136,7 +136,7 @@ class RetrievalMethod(Method):
             paths = [paths[i] for i in positions]
         with torch.inference_mode():
             return map_images(paths, self.preprocess, self.ctx.batch_size, self.encode,
-                              f"{self.name}: indexing database", self.ctx.progress)
+                              f"{self.name}: indexing database", self.ctx.progress, shard=True)
 
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
         """Encode, search, geocode: each stage on the clock."""

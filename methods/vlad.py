@@ -146,7 +146,7 @@ class VLADMethod(RetrievalMethod):
             with torch.inference_mode():
                 vlads = map_images([paths[i] for i in fit], self.preprocess, self.ctx.batch_size,
                                    lambda images: encoder.vlads(images.to(self.ctx.device)).cpu(),
-                                   f"{self.name}: VLADs for the whitening", self.ctx.progress)
+                                   f"{self.name}: VLADs for the whitening", self.ctx.progress, shard=True)
                 encoder.projection = whitening(vlads, o.dim, o.whiten_eps).to(self.ctx.device)
                 # these database images are indexed from the VLADs just computed, not encoded a second time
                 self._whitened = (fit, encoder.whiten(vlads.to(self.ctx.device)).float().cpu().numpy())

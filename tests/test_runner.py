@@ -68,17 +68,3 @@ def test_runner_rejects_a_method_that_repeats_a_sub_street():
         _check_prediction("m", Prediction(["A St, X", "A St,  X"], [2.0, 1.0]), 5)
     with pytest.raises(RuntimeError):
         _check_prediction("m", Prediction(["A St, X", "B St, X"], [2.0, 1.0]), 1)
-
-
-def test_only_rank_zero_evaluates_and_writes(tmp_path, monkeypatch):
-    import torch.distributed as dist
-
-    from benchmark.cli import main
-
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_rank", lambda: 1)
-    assert main(["run", "-q", "--protocol", "tiny", "--methods", "prior", "--out", str(tmp_path / "r1")]) == 0
-    assert not (tmp_path / "r1").exists()
-    monkeypatch.setattr(dist, "get_rank", lambda: 0)
-    assert main(["run", "-q", "--protocol", "tiny", "--methods", "prior", "--out", str(tmp_path / "r0")]) == 0
-    assert (tmp_path / "r0" / "tiny" / "prior").is_dir()

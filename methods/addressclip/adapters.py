@@ -410,7 +410,7 @@ class CoOp(ClipMethod):
         with torch.inference_mode():
             return map_images(dataset.paths("train"), self.transform, self.ctx.batch_size,
                               lambda images: self.model.encode_image(images.to(self.device)).cpu(),
-                              f"{self.name}: encoding training images", self.ctx.progress)
+                              f"{self.name}: encoding training images", self.ctx.progress, shard=True)
 
     def encode_candidates(self, addresses: list[str]) -> torch.Tensor:
         """The candidates as CoOp prompts (the `template` option does not apply)."""

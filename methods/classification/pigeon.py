@@ -123,7 +123,7 @@ class Pigeon(ClassifierMethod):
         with torch.inference_mode():
             embedded = map_images(dataset.paths("train"), self.preprocess, self.ctx.batch_size,
                                   lambda images: self.model.embed(images.to(self.ctx.device)).float().cpu(),
-                                  f"{self.name}: embedding training locations", self.ctx.progress)
+                                  f"{self.name}: embedding training locations", self.ctx.progress, shard=True)
         loc = torch.from_numpy(self.cells.image_location)
         sums = torch.zeros(len(self.cells.locations), embedded.shape[1]).index_add_(0, loc, embedded)
         self.location_means = F.normalize(sums, dim=-1).to(self.ctx.device)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from benchmark.distributed import gather_rows, shard_bounds
 from benchmark.errors import BenchmarkError
 
 STEM = 4  # conv1, bn1, relu, maxpool
@@ -97,10 +98,11 @@ def prefix_features(prefix: nn.Module, images: Tensor, normalise: Callable[[Tens
     was_training = prefix.training
     prefix.eval()
     chunks = []
-    for lo in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+    first, last = shard_bounds(len(images), batch_size)  # under torchrun: this process's batches, then all
+    for lo in tqdm(range(first, last, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
         chunks.append(prefix(normalise(images[lo:lo + batch_size].to(device))).float().cpu())
     prefix.train(was_training)
-    features = torch.cat(chunks)
+    features = gather_rows(torch.cat(chunks) if chunks else None)
     _CACHED.clear()  # one entry: the features of a split are the largest tensor a run holds
     _CACHED[key] = _Cached(images, features)
     return features
