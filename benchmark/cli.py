@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmark ls | run | data build | data check | report`."""
+"""Command line: `python -m benchmark ls | run | data | report | compare | pretrain | scale`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ EXAMPLES = {
         "  python -m benchmark pretrain kotka-r18 --file /tmp/kotka-r18.pt --out results/pretrain\n"
         "  python -m benchmark run --methods mixvpr:init=/tmp/kotka-r18.pt   # start a method from it"
     ),
+    "scale": (
+        "examples:\n"
+        "  python -m benchmark scale --out reports/scale          # 10^3..10^6 rows, densevlad's real descriptors\n"
+        "  python -m benchmark scale --sizes 1e3,1e4 --dims gem=512 --method tiny-images --protocol tiny "
+        "--preset smoke --out /tmp/scale\n"
+        "  python -m benchmark scale --index-options nprobe=8,pq_bytes=128,rerank=50   # other IVF-PQ settings"
+    ),
     "compare": (
         "examples:\n"
         "  python -m benchmark compare results/baselines/smoke results/   # gate a run against the committed baseline\n"
@@ -62,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                "3 not comparable (compare)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{ls,run,data,report,compare,pretrain}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{ls,run,data,report,compare,pretrain,scale}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, epilog=EXAMPLES[name], formatter_class=fmt, parents=[common])
@@ -115,6 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--out", type=Path, default=Path("results"),
                           help="results folder for the pretraining run's own evaluation (default: results/)")
     pretrain.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+
+    scale = add("scale", "the cost-vs-size curve: index search time and memory against database size, beside "
+                         "IAL's cost against candidates")
+    scale.add_argument("--sizes", default="1e3,1e4,1e5,1e6", help="database sizes (rows)")
+    scale.add_argument("--dims", default=",".join(f"{k}={v}" for k, v in _scale_defaults().dims.items()),
+                       help="synthetic descriptor kinds as label=dimensions (none: 'none')")
+    scale.add_argument("--candidates", default="1e2,1e3,1e4", help="IAL candidate-address counts")
+    scale.add_argument("--ial-dims", default=",".join(f"{k}={v}" for k, v in _scale_defaults().ial_dims.items()),
+                       help="IAL embedding sizes as label=dimensions")
+    scale.add_argument("--method", default="densevlad",
+                       help="retrieval method whose real descriptors (plus distractors) give IVF-PQ's recall "
+                            "('none' to skip)")
+    scale.add_argument("--protocol", default=None, help="protocol of the real descriptors (default: the embedded default)")
+    scale.add_argument("--preset", default="default", choices=PRESETS)
+    scale.add_argument("--queries", type=int, default=500, help="queries per timed search")
+    scale.add_argument("--max-gb", type=float, default=6.0, help="skip databases larger than this (float32)")
+    scale.add_argument("--index-options", default="pq_bytes=128,rerank=50",
+                       help="IVF-PQ options (rerank > 0 adds the re-ranked structure), e.g. "
+                            "nprobe=32,pq_bytes=64,ivf_lists=1024,rerank=20")
+    scale.add_argument("--jitter", type=float, default=1.0, help="distractor noise, in each dimension's spread")
+    scale.add_argument("--seed", type=int, default=0)
+    scale.add_argument("--out", type=Path, default=Path("reports/scale"))
 
     from benchmark.compare import Thresholds
 
@@ -246,6 +276,63 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scale_defaults():  # noqa: ANN202 - imported late: the CLI starts without numpy-heavy modules
+    from benchmark.scale import ScaleSpec
+
+    return ScaleSpec()
+
+
+def _counts(text: str, flag: str) -> list[int]:
+    """'1e3,1e4' -> [1000, 10000]: distinct positive integers, ascending."""
+    try:
+        values = sorted({int(float(t)) for t in text.split(",") if t.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 1:
+        raise BenchmarkError(f"{flag} {text!r}: give positive counts such as 1e3,1e4")
+    return values
+
+
+def _labelled(text: str, flag: str) -> dict[str, int]:
+    """'gem=512,mixvpr=4096' -> {'gem': 512, 'mixvpr': 4096}; 'none' -> {}."""
+    if text.strip().lower() == "none":
+        return {}
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        label, eq, value = item.partition("=")
+        if not eq or not value.strip().isdigit() or int(value) < 1:
+            raise BenchmarkError(f"{flag} {text!r}: give label=dimensions pairs such as gem=512,mixvpr=4096")
+        out[label.strip()] = int(value)
+    return out
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Measure the curve, write scale.json, scale.md and the figure, and print the Markdown."""
+    from benchmark.options import parse_spec
+    from benchmark.scale import ScaleSpec, markdown, measure, retrieval_class, write
+
+    if args.queries < 1 or args.max_gb <= 0 or args.jitter < 0:
+        raise BenchmarkError("--queries and --max-gb must be positive and --jitter non-negative")
+    spec = ScaleSpec(sizes=_counts(args.sizes, "--sizes"), dims=_labelled(args.dims, "--dims"),
+                     candidates=_counts(args.candidates, "--candidates"),
+                     ial_dims=_labelled(args.ial_dims, "--ial-dims"), queries=args.queries, max_gb=args.max_gb,
+                     index_options=parse_spec(f"ivfpq:{args.index_options}")[1],
+                     method=None if args.method.lower() == "none" else args.method,
+                     protocol=args.protocol or _default_protocol(), preset=args.preset, jitter=args.jitter,
+                     seed=args.seed, progress=not args.quiet)
+    from benchmark.options import apply_overrides
+    from methods.retrieval import RetrievalOptions
+
+    apply_overrides(RetrievalOptions(index="ivfpq"), spec.index_options, "--index-options")  # fail before measuring
+    if spec.method:
+        retrieval_class(spec.method)
+    points = measure(spec)
+    print(markdown(points, spec), end="")
+    for path in write(points, spec, args.out):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare (or, with --update-baseline, replace the baseline) and print the Markdown verdict table."""
     from benchmark.compare import Thresholds, compare, load_side, markdown, update_baseline, write_json
@@ -280,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report, "compare": cmd_compare,
-                "pretrain": cmd_pretrain}
+                "pretrain": cmd_pretrain, "scale": cmd_scale}
     try:
         return handlers[args.command](args)
     except BenchmarkError as e:

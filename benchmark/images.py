@@ -57,18 +57,35 @@ def iterate_images(
 
 def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor], batch_size: int,
                fn: Callable[[torch.Tensor], Any] | None = None, desc: str = "decoding images",
-               progress: bool = False, shard: bool = False) -> Any:
+               progress: bool = False, shard: bool = False, store: Path | None = None,
+               dtype: np.dtype | type = np.float32) -> Any:
     """Every image of a list decoded and preprocessed, optionally mapped batch by batch through `fn` (an
     encoder), and concatenated in path order: a torch tensor, or a numpy array if `fn` returns numpy.
 
     `shard`: under torchrun each process maps its own whole batches of the list and every process gets all the
-    rows back, in order (for work that is the same for every image, not one that draws random numbers)."""
+    rows back, in order (for work that is the same for every image, not one that draws random numbers).
+    `store`: numpy rows are streamed into this .npy file as `dtype`, batch by batch, and come back as a
+    read-only memory map of it, so they are never all in memory (in one process; under torchrun the shards are
+    gathered in memory)."""
     lo, hi = shard_bounds(len(paths), batch_size) if shard else (0, len(paths))
-    chunks = []
+    stream = store is not None and (lo, hi) == (0, len(paths))
+    chunks, sink, done = [], None, 0
     with tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in iterate_images(paths[lo:hi], transform, batch_size):
-            chunks.append(batch if fn is None else fn(batch))
+            out = batch if fn is None else fn(batch)
+            if stream and isinstance(out, np.ndarray):
+                if sink is None:
+                    Path(store).parent.mkdir(parents=True, exist_ok=True)
+                    sink = np.lib.format.open_memmap(store, mode="w+", dtype=dtype, shape=(hi - lo, *out.shape[1:]))
+                sink[done:done + len(out)] = out
+                done += len(out)
+            else:
+                chunks.append(out)
             bar.update(len(batch))
+    if sink is not None:
+        sink.flush()
+        del sink
+        return np.load(store, mmap_mode="r")
     local = None
     if chunks:
         local = np.ascontiguousarray(np.concatenate(chunks)) if isinstance(chunks[0], np.ndarray) else torch.cat(chunks)

@@ -4,9 +4,11 @@ reverse geocoding -> k distinct sub-streets. Adapters supply only an encoder (an
 from __future__ import annotations
 
 import dataclasses
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -19,6 +21,7 @@ from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, street_map_f
 from benchmark.images import map_images
 from benchmark.measure import StageClock, module_bytes
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
+from benchmark.protocol import cache_root
 
 
 @dataclass(frozen=True)
@@ -30,39 +33,93 @@ class RetrievalOptions:
     ivf_lists: int = 0  # IVF-PQ coarse cells; 0 = about sqrt(database size)
     pq_bytes: int = 0  # IVF-PQ bytes per vector (sub-quantizers); 0 = the largest divisor of D up to 32
     nprobe: int = 16  # IVF-PQ cells visited per query
+    rerank: int = 0  # IVF-PQ: re-rank rerank x search_depth approximate hits by exact inner product (0: none)
+    shards: int = 1  # faiss.IndexShards of this many contiguous parts, searched in parallel threads
+    store: str = "memory"  # database descriptors before indexing: memory | float32 | float16 (a file, streamed)
     geocoder: str = "gazetteer"  # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry)
 
 
+ADD_CHUNK = 65536  # rows converted to float32 and added at a time
+STORES = {"memory": None, "float32": np.float32, "float16": np.float16}  # where database descriptors wait
 
 
 def build_index(database: np.ndarray, options: RetrievalOptions) -> faiss.Index:
-    """A CPU faiss index over L2-normalised rows: exact inner product, or IVF-PQ with inner-product metric."""
+    """A CPU faiss index over L2-normalised rows: exact inner product, or IVF-PQ with inner-product metric
+    (optionally re-ranking its hits exactly); with `shards` > 1 an IndexShards of contiguous parts searched in
+    parallel (IVF-PQ's quantizers trained once, on all rows). The rows may be a float16 or float32 memory map:
+    they are added chunk by chunk, so only the index itself is held in memory."""
     n, dim = database.shape
+    if options.rerank < 0 or (options.rerank and options.index != "ivfpq"):
+        raise BenchmarkError(f"rerank={options.rerank}: a positive factor, with index=ivfpq only")
+    if options.shards < 1:
+        raise BenchmarkError(f"shards={options.shards}: give at least 1")
     if options.index == "flat":
-        index = faiss.IndexFlatIP(dim)
+        template = faiss.IndexFlatIP(dim)
     elif options.index == "ivfpq":
-        lists = options.ivf_lists or max(1, int(round(np.sqrt(n))))
-        lists = min(lists, n)
-        m = options.pq_bytes or max(d for d in range(1, min(dim, 32) + 1) if dim % d == 0)
-        if dim % m:
-            raise BenchmarkError(f"pq_bytes={m} must divide the descriptor size {dim}")
-        # faiss k-means wants ≥ 39 training points per centroid: 2^nbits PQ centroids per sub-quantizer.
-        nbits = int(min(8, max(1, np.floor(np.log2(max(2.0, n / 39))))))
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        index.train(database)
-        index.nprobe = min(options.nprobe, lists)
+        template = _trained_ivfpq(database, options)
     else:
         raise BenchmarkError(f"index={options.index!r}: use flat or ivfpq")
-    index.add(database)
+    count = max(1, min(options.shards, n))
+    bounds = [n * i // count for i in range(count + 1)]
+    shards = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        index = faiss.clone_index(template) if count > 1 else template
+        if options.rerank > 0:  # the full vectors are kept beside the codes, for the exact second pass
+            index = faiss.IndexRefineFlat(index)
+            index.k_factor = options.rerank
+        for start in range(lo, hi, ADD_CHUNK):  # float32 one chunk at a time: a memory map is never copied whole
+            index.add(np.ascontiguousarray(database[start:min(start + ADD_CHUNK, hi)], np.float32))
+        shards.append(index)
+    if count == 1:
+        return shards[0]
+    sharded = faiss.IndexShards(dim, True, True)  # threaded search; ids run on from shard to shard
+    for index in shards:
+        sharded.add_shard(index)  # faiss's wrapper keeps a reference to each shard
+    return sharded
+
+
+def _trained_ivfpq(database: np.ndarray, options: RetrievalOptions) -> faiss.Index:
+    """An empty IVF-PQ index trained on the rows (a memory map: on a seeded sample of 256 rows per list)."""
+    n, dim = database.shape
+    lists = options.ivf_lists or max(1, int(round(np.sqrt(n))))
+    lists = min(lists, n)
+    m = options.pq_bytes or max(d for d in range(1, min(dim, 32) + 1) if dim % d == 0)
+    if dim % m:
+        raise BenchmarkError(f"pq_bytes={m} must divide the descriptor size {dim}")
+    # faiss k-means wants ≥ 39 training points per centroid: 2^nbits PQ centroids per sub-quantizer.
+    nbits = int(min(8, max(1, np.floor(np.log2(max(2.0, n / 39))))))
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    sample = database
+    if isinstance(database, np.memmap) and n > 256 * lists:  # faiss would subsample anyway, after a full copy
+        sample = database[np.sort(np.random.default_rng(0).choice(n, 256 * lists, replace=False))]
+    index.train(np.ascontiguousarray(sample, np.float32))
+    index.nprobe = min(options.nprobe, lists)
     return index
 
 
+def index_nbytes(index: faiss.Index) -> int:
+    """Resident bytes of an index: a flat index's vectors, the sum of its shards, else its serialised size."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexFlat):
+        return int(index.ntotal) * index.d * 4
+    if isinstance(index, faiss.IndexShards):
+        return sum(index_nbytes(index.at(i)) for i in range(index.count()))
+    return int(faiss.serialize_index(index).nbytes)
+
+
 def index_to_device(index: faiss.Index, device: torch.device) -> faiss.Index:
-    """The index to search with: a GPU copy when faiss-gpu is installed and the run is on CUDA, else itself."""
+    """The index to search with: on CUDA with faiss-gpu, a GPU copy (split across every visible GPU when there
+    are several, `shard` mode); the CPU index otherwise, and for the re-ranking and CPU-sharded wrappers."""
+    if isinstance(index, (faiss.IndexRefineFlat, faiss.IndexShards)):
+        return index
+    if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 1:
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        return faiss.index_cpu_to_all_gpus(index, options)
     if device.type == "cuda" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
         resources = faiss.StandardGpuResources()
         gpu = faiss.index_cpu_to_gpu(resources, device.index or 0, index)
-        gpu.referenced_resources = resources  # keep the resources alive as long as the index
+        gpu.referenced_objects = [resources]  # keep the resources alive as long as the index
         return gpu
     return index
 
@@ -123,8 +180,15 @@ class RetrievalMethod(Method):
         if self.options.search_depth < 10:
             raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
         self.geocoder: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
+        if self.options.store not in STORES:
+            raise BenchmarkError(f"{self.name}: store={self.options.store!r}; use one of {', '.join(STORES)}")
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
-        self.index = build_index(self.database_descriptors(dataset), self.options)
+        descriptors = self.database_descriptors(dataset)
+        self.index = build_index(descriptors, self.options)
+        if isinstance(descriptors, np.memmap):  # streamed to a file for indexing only: the index holds them now
+            path = Path(descriptors.filename)
+            del descriptors
+            path.unlink(missing_ok=True)
         self.searcher = index_to_device(self.index, self.ctx.device)
         self.database_utm = dataset.utm("database")
         self.depth = min(self.options.search_depth, self.index.ntotal)
@@ -134,9 +198,13 @@ class RetrievalMethod(Method):
         paths = dataset.paths("database")
         if positions is not None:
             paths = [paths[i] for i in positions]
+        store = None
+        if self.options.store != "memory":
+            store = cache_root() / "descriptors" / f"{self.name}-{os.getpid()}-{id(self):x}.npy"
         with torch.inference_mode():
             return map_images(paths, self.preprocess, self.ctx.batch_size, self.encode,
-                              f"{self.name}: indexing database", self.ctx.progress, shard=True)
+                              f"{self.name}: indexing database", self.ctx.progress, shard=True, store=store,
+                              dtype=STORES.get(self.options.store, np.float32))
 
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
         """Encode, search, geocode: each stage on the clock."""
@@ -159,6 +227,6 @@ class RetrievalMethod(Method):
 
     def footprint(self) -> Footprint:
         """Encoder weights; the index plus database coordinates; the geocoder's gazetteer or street map."""
-        index_bytes = int(faiss.serialize_index(self.index).nbytes)
+        index_bytes = index_nbytes(self.index)
         return Footprint(model=module_bytes(self.encoder), database=index_bytes + self.database_utm.nbytes,
                          map=self.geocoder.nbytes)
