@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,6 +18,8 @@ from tqdm.auto import tqdm
 
 from benchmark.distributed import gather_rows, shard_bounds
 from benchmark.errors import BenchmarkError
+
+log = logging.getLogger("benchmark")
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -95,18 +99,50 @@ def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.T
     return rows
 
 
+class LazyImages:
+    """A split's preprocessed images, decoded on demand: indexable like the uint8 tensor `decoded_once` returns
+    (an int gives one image, a slice, list, array or tensor of rows a stacked batch), for splits too large to
+    hold in memory."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor]):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)):
+            return self.transform(load_rgb(self.paths[index]))
+        rows = range(len(self))[index] if isinstance(index, slice) else np.asarray(index, np.int64).reshape(-1)
+        return torch.stack([self.transform(load_rgb(self.paths[int(i)])) for i in rows])
+
+
 _DECODED: OrderedDict[tuple[Any, ...], torch.Tensor] = OrderedDict()
 DECODED_KEEP = 2  # splits kept: the headline methods read the training split in two preprocessings
 
 
+def preload_limit() -> int:
+    """Bytes of decoded images a split may take in memory ($IALBENCH_PRELOAD_GB, default 8) before it is read
+    lazily instead."""
+    return int(float(os.environ.get("IALBENCH_PRELOAD_GB", "8")) * 2**30)
+
+
 def decoded_once(key: tuple[Any, ...], paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor],
-                 batch_size: int, desc: str = "decoding images", progress: bool = False) -> torch.Tensor:
+                 batch_size: int, desc: str = "decoding images", progress: bool = False) -> torch.Tensor | LazyImages:
     """map_images of a whole split, kept for the next method of this process that asks with the same `key`
-    (which names the preprocessing, e.g. ("bilinear", 64, 88)). Callers must not modify the tensor in place."""
+    (which names the preprocessing, e.g. ("bilinear", 64, 88)). Callers must not modify the tensor in place.
+    A split whose decoded images would exceed `preload_limit()` comes back as LazyImages (decoded per batch)."""
     full = (key, tuple(str(p) for p in paths))
     if full in _DECODED:
         _DECODED.move_to_end(full)
         return _DECODED[full]
+    if paths:
+        first = transform(load_rgb(paths[0]))
+        if len(paths) * first.numel() * first.element_size() > preload_limit():
+            log.info("%s: %d images would take %.1f GB decoded; reading them lazily", desc, len(paths),
+                     len(paths) * first.numel() * first.element_size() / 2**30)
+            return LazyImages(paths, transform)
     images = map_images(paths, transform, batch_size, desc=desc, progress=progress, shard=True)
     _DECODED[full] = images
     while len(_DECODED) > DECODED_KEEP:

@@ -94,3 +94,33 @@ def test_the_gpu_copy_answers_like_the_cpu_index():
     cpu = build_index(rows, RetrievalOptions())
     gpu = index_to_device(cpu, torch.device("cuda"))
     np.testing.assert_array_equal(cpu.search(rows[:20], 5)[1], gpu.search(rows[:20], 5)[1])
+
+
+def test_a_split_over_the_preload_limit_is_read_lazily(images, monkeypatch):
+    from benchmark.errors import BenchmarkError
+    from benchmark.images import LazyImages, decoded_once
+    from methods.training.frozen import cached_training
+    from methods.training.loop import TensorRows
+    from methods.vpr.recipes import to_uint8
+
+    transform = lambda im: to_uint8(im, 8, 8)  # noqa: E731
+    full = decoded_once(("lazy-test", 8), images, transform, 8)
+    monkeypatch.setenv("IALBENCH_PRELOAD_GB", "0")
+    lazy = decoded_once(("lazy-test", 9), images, transform, 8)
+    assert isinstance(full, torch.Tensor) and isinstance(lazy, LazyImages) and len(lazy) == len(full) == 64
+    assert torch.equal(lazy[torch.tensor([3, 0, 5])], full[[3, 0, 5]]) and torch.equal(lazy[4:9], full[4:9])
+    assert torch.equal(lazy[np.int64(7)], full[7]) and torch.equal(TensorRows(lazy)[7][0], full[7])
+    with pytest.raises(BenchmarkError, match="cache_frozen=false"):
+        cached_training(torch.nn.Identity(), 1, lazy, lambda x: x, 8, torch.device("cpu"), "gem: frozen stages", False)
+
+
+def test_training_from_a_lazy_split_learns_what_training_in_memory_does(tmp_path, tiny_dataset, monkeypatch):
+    """The same seed, the same images, decoded per batch instead of once: the same model, the same answers."""
+    args = ["run", "-q", "--protocol", "tiny", "--preset", "smoke", "--latency-queries", "2",
+            "--methods", "gem:cache_frozen=false"]
+    assert main([*args, "--out", str(tmp_path / "memory")]) == 0
+    monkeypatch.setenv("IALBENCH_PRELOAD_GB", "0")
+    monkeypatch.setenv("IALBENCH_CACHE", str(tmp_path / "cache"))  # train again instead of loading the model
+    assert main([*args, "--out", str(tmp_path / "lazy")]) == 0
+    first, second = (next((tmp_path / d).glob("*/*/*/predictions.jsonl")).read_text() for d in ("memory", "lazy"))
+    assert first == second

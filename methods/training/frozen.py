@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmark.distributed import gather_rows, shard_bounds
 from benchmark.errors import BenchmarkError
+from benchmark.images import LazyImages
 
 STEM = 4  # conv1, bn1, relu, maxpool
 
@@ -123,6 +124,10 @@ def cached_training(trunk: nn.Module, frozen: int, images: Tensor, normalise: Ca
                     ) -> tuple[Tensor, contextlib.AbstractContextManager[None]]:
     """The one sequence every family runs: the frozen stages' features of `images`, and the block within which
     the trunk runs only its remaining stages on them."""
+    if isinstance(images, LazyImages):
+        raise BenchmarkError(f"{desc}: the training split ({len(images)} images) is read lazily, over the preload "
+                             "limit ($IALBENCH_PRELOAD_GB); its frozen-stage features would not fit either: pass "
+                             "cache_frozen=false")
     prefix, rest = split_trunk(trunk, frozen)
     features = prefix_features(prefix.to(device), images, normalise, batch_size, device, desc, progress)
     return features, rest_only(trunk, rest)
