@@ -123,3 +123,17 @@ def gather_to_main(local: list[T]) -> list[T] | None:
     parts: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(local, parts, dst=0, group=_cpu_group())
     return None if parts is None else [item for part in parts for item in part]
+
+
+def gather_to_all(local: list[T]) -> list[T]:
+    """Every process's list concatenated in rank order, on every process; `local` outside a group."""
+    if _group() is None:
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local, group=_cpu_group())
+    return [item for part in parts for item in part]
+
+
+def rank_and_size() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) outside a process group."""
+    return _group() or (0, 1)

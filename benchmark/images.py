@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
-from benchmark.distributed import gather_rows, shard_bounds
+from benchmark.distributed import gather_rows, gather_to_all, rank_and_size, shard_bounds
 from benchmark.errors import BenchmarkError
 
 log = logging.getLogger("benchmark")
@@ -59,6 +59,39 @@ def iterate_images(
     yield from loader
 
 
+class StoredRows:
+    """Rows kept in .npy files on disk (one memory map per file, e.g. one per torchrun process), read as one
+    array: `shape`, `dtype`, slicing and row indexing; `files` to delete once they are indexed."""
+
+    def __init__(self, files: Sequence[Path]):
+        self.files = [Path(f) for f in files]
+        self.parts = [np.load(f, mmap_mode="r") for f in self.files]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rows = np.arange(len(self))[index]
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        for p in np.unique(part):
+            mask = part == p
+            out[mask] = self.parts[p][rows[mask] - self.offsets[p]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+    def delete(self) -> None:
+        """Forget the maps and remove the files."""
+        self.parts = []
+        for f in self.files:
+            f.unlink(missing_ok=True)
+
+
 def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor], batch_size: int,
                fn: Callable[[torch.Tensor], Any] | None = None, desc: str = "decoding images",
                progress: bool = False, shard: bool = False, store: Path | None = None,
@@ -68,11 +101,14 @@ def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.T
 
     `shard`: under torchrun each process maps its own whole batches of the list and every process gets all the
     rows back, in order (for work that is the same for every image, not one that draws random numbers).
-    `store`: numpy rows are streamed into this .npy file as `dtype`, batch by batch, and come back as a
-    read-only memory map of it, so they are never all in memory (in one process; under torchrun the shards are
-    gathered in memory)."""
+    `store` (for `fn` returning numpy): rows are streamed into .npy files as `dtype`, batch by batch (under torchrun one file per
+    process, `<store>.rank<r>.npy`, in a folder every process sees), and come back as StoredRows over them,
+    so they are never all in memory."""
     lo, hi = shard_bounds(len(paths), batch_size) if shard else (0, len(paths))
-    stream = store is not None and (lo, hi) == (0, len(paths))
+    rank, world = rank_and_size()
+    if store is not None and shard and world > 1:
+        store = Path(store).with_suffix(f".rank{rank}.npy")
+    stream = store is not None
     chunks, sink, done = [], None, 0
     with tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in iterate_images(paths[lo:hi], transform, batch_size):
@@ -89,7 +125,11 @@ def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.T
     if sink is not None:
         sink.flush()
         del sink
-        return np.load(store, mmap_mode="r")
+    if stream and not chunks:
+        files = gather_to_all([str(store)] if done else []) if shard else ([str(store)] if done else [])
+        if not files:
+            raise BenchmarkError(f"{desc}: no images")
+        return StoredRows(files)
     local = None
     if chunks:
         local = np.ascontiguousarray(np.concatenate(chunks)) if isinstance(chunks[0], np.ndarray) else torch.cat(chunks)

@@ -8,7 +8,6 @@ import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -16,9 +15,10 @@ import torch
 from torch import nn
 
 from benchmark.dataset import Dataset
+from benchmark.distributed import barrier, secondary
 from benchmark.errors import BenchmarkError
 from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, street_map_for
-from benchmark.images import map_images
+from benchmark.images import StoredRows, map_images
 from benchmark.measure import StageClock, module_bytes
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
 from benchmark.protocol import cache_root
@@ -90,7 +90,7 @@ def _trained_ivfpq(database: np.ndarray, options: RetrievalOptions) -> faiss.Ind
     nbits = int(min(8, max(1, np.floor(np.log2(max(2.0, n / 39))))))
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, m, nbits, faiss.METRIC_INNER_PRODUCT)
     sample = database
-    if isinstance(database, np.memmap) and n > 256 * lists:  # faiss would subsample anyway, after a full copy
+    if isinstance(database, (np.memmap, StoredRows)) and n > 256 * lists:  # faiss would subsample anyway, after a full copy
         sample = database[np.sort(np.random.default_rng(0).choice(n, 256 * lists, replace=False))]
     index.train(np.ascontiguousarray(sample, np.float32))
     index.nprobe = min(options.nprobe, lists)
@@ -185,10 +185,10 @@ class RetrievalMethod(Method):
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
         descriptors = self.database_descriptors(dataset)
         self.index = build_index(descriptors, self.options)
-        if isinstance(descriptors, np.memmap):  # streamed to a file for indexing only: the index holds them now
-            path = Path(descriptors.filename)
-            del descriptors
-            path.unlink(missing_ok=True)
+        if isinstance(descriptors, StoredRows):  # streamed to files for indexing only: the index holds them now
+            barrier()  # under torchrun every process has built its index before the files go
+            if not secondary():
+                descriptors.delete()
         self.searcher = index_to_device(self.index, self.ctx.device)
         self.database_utm = dataset.utm("database")
         self.depth = min(self.options.search_depth, self.index.ntotal)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.images import map_images
+from benchmark.images import StoredRows, map_images
 from benchmark.protocol import cache_root
 from methods.retrieval import RetrievalOptions, build_index, index_nbytes, index_to_device
 
@@ -50,7 +50,7 @@ def test_streamed_rows_equal_the_in_memory_ones_without_holding_them(images, tmp
     full, in_memory_peak = peak_bytes(lambda: map_images(images, transform, 8, encode))
     store = tmp_path / "rows.npy"
     streamed, streamed_peak = peak_bytes(lambda: map_images(images, transform, 8, encode, store=store))
-    assert isinstance(streamed, np.memmap) and streamed.shape == full.shape == (64, WIDTH)
+    assert isinstance(streamed, StoredRows) and streamed.shape == full.shape == (64, WIDTH)
     np.testing.assert_array_equal(streamed, full)
     assert in_memory_peak > full.nbytes  # the list of batches and their concatenation
     assert streamed_peak < full.nbytes / 3  # about one batch, whatever the number of rows

@@ -14,10 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmark.cli import main
+from benchmark.protocol import cache_root
 
-# a reference, the training-free retrieval methods (database and whitening sharded), a trained VPR method, a
-# CLIP method whose frozen training-split features are sharded, and pigeon (training locations embedded)
-METHODS = "prior,tiny-images,densevlad,gem,coop,pigeon"
+# a reference, the training-free retrieval methods (database and whitening sharded), a trained VPR method whose
+# database descriptors each process streams to its own file, a CLIP method whose frozen training-split features
+# are sharded, and pigeon (training locations embedded)
+METHODS = "prior,tiny-images,densevlad,gem:store=float32,coop,pigeon"
+NAMES = sorted(m.split(":")[0] for m in METHODS.split(","))
 ARGS = ["run", "-q", "--protocol", "tiny", "--preset", "smoke", "--device", "cpu", "--batch-size", "8",
         "--latency-queries", "2", "--methods", METHODS]
 
@@ -54,10 +57,11 @@ def test_two_processes_predict_exactly_what_one_does(tmp_path, tiny_dataset, one
     mp.spawn(worker, args=(free_port(), str(tmp_path / "two")), nprocs=2, join=True)
     assert [(tmp_path / "two" / f"exit-{r}").read_text() for r in (0, 1)] == ["0", "0"]
     one, two = predictions(tmp_path / "one"), predictions(tmp_path / "two")
-    assert sorted(one) == sorted(two) == sorted(METHODS.split(","))
+    assert sorted(one) == sorted(two) == NAMES
     assert len(tiny_dataset.paths("queries")) > 2 * 8  # each process had whole batches of its own
     for name in one:
         assert two[name] == one[name], f"{name}: the 2-process predictions differ from the 1-process ones"
+    assert not any((cache_root() / "descriptors").glob("*.npy"))  # each process's streamed file, gone once indexed
 
 
 def test_shards_are_contiguous_whole_batches_that_cover_every_item():
