@@ -8,6 +8,7 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmark.report import heading, protocol_tables, run_label
 from benchmark.results import LoadedRun
@@ -24,6 +25,7 @@ th:first-child, td:first-child { text-align: left; }
 td.best { font-weight: bold; }
 figure { margin: 1rem 0 2rem; } figure img { max-width: 100%; background: #fff; border-radius: 4px; }
 .note { font-style: italic; }
+pre { overflow-x: auto; font-size: 0.8rem; }
 """
 
 # Marks the page once every image has decoded (a browser test reads it back from the DOM).
@@ -90,3 +92,13 @@ def page(sections: Sequence[str]) -> str:
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>ialbench report</title><style>{STYLE}</style></head>\n<body>\n<h1>ialbench report</h1>\n"
             + "\n".join(sections) + f"\n{CHECK}\n</body></html>\n")
+
+
+def scale_section(points: Sequence[Any], spec: Any, plots: Sequence[Path]) -> str:
+    """The cost-vs-size curve: its Markdown tables as preformatted text, then the figure."""
+    from benchmark.scale import markdown
+
+    text = markdown(points, spec)
+    title, _, body = text.partition("\n")
+    return "\n".join([f"<section><h2>{html.escape(title.lstrip('# '))}</h2>",
+                       f"<pre>{html.escape(body.strip())}</pre>", *[_image(p) for p in plots], "</section>"])

@@ -345,6 +345,18 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
             from benchmark.html import protocol_section
 
             sections.append(protocol_section(name, runs, plots, out_dir))
+    for scale_json in sorted(results_dir.rglob("scale.json")):  # the cost-vs-size curve, when one was measured
+        from benchmark.scale import load, markdown, plot
+
+        points, spec = load(scale_json)
+        texts.append(markdown(points, spec))
+        stem = scale_json.parent.name if scale_json.parent != results_dir else "scale"
+        figure = plot(points, out_dir, stem) if "png" in formats or "html" in formats else []
+        written.extend(figure)
+        if "html" in formats:
+            from benchmark.html import scale_section
+
+            sections.append(scale_section(points, spec, [p for p in figure if p.suffix == ".png"]))
     if sections:
         from benchmark.html import page
 

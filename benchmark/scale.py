@@ -246,7 +246,7 @@ def markdown(points: list[Point], spec: ScaleSpec) -> str:
     """The curve as Markdown: search ms per query and MB per size and structure, then the ratios at the
     largest measured size of each real-descriptor set (IVF-PQ's speed-up over flat, its share of flat's R@1)."""
     frame = table(points)
-    lines = [f"### Cost against size ({spec.queries} queries per timed search; IVF-PQ options: "
+    lines = [f"## Cost against size ({spec.queries} queries per timed search; IVF-PQ options: "
              f"{spec.index_options or 'the pipeline defaults'})", ""]
     shown = frame[frame.skipped.isna()]
     for family, title in (("retrieval", "database rows"), ("ial", "candidate addresses")):
@@ -318,3 +318,13 @@ def write(points: list[Point], spec: ScaleSpec, out_dir: Path) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written + plot(points, out_dir)
+
+
+def load(path: Path) -> tuple[list[Point], ScaleSpec]:
+    """The points and spec of a scale.json that `write` saved; a malformed file is one clear error."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        return [Point(**p) for p in saved["points"]], ScaleSpec(**saved["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BenchmarkError(f"{path}: not a scale.json that `python -m benchmark scale` wrote ({e}); run it "
+                             "again or remove the file") from None

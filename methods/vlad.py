@@ -153,9 +153,10 @@ class VLADMethod(RetrievalMethod):
         return encoder
 
     def database_descriptors(self, dataset: Dataset, positions: Sequence[int] | None = None) -> np.ndarray:
-        """The database descriptors; the whitening's images come from its fit, not from a second encoding."""
+        """The database descriptors; the whitening's images come from its fit, not from a second encoding (except
+        with `store=`: then every row is encoded again and streamed to disk, as in the shared pipeline)."""
         fitted, self._whitened = getattr(self, "_whitened", None), None
-        if positions is not None or fitted is None:
+        if positions is not None or fitted is None or self.options.store != "memory":
             return super().database_descriptors(dataset, positions)
         fit, whitened = fitted
         database = np.empty((len(dataset.paths("database")), whitened.shape[1]), np.float32)

@@ -81,7 +81,7 @@ def test_shards_answer_like_one_index_and_memory_maps_index_like_arrays(tmp_path
 def test_a_run_can_stream_and_shard_its_database(tmp_path, tiny_dataset):
     out = tmp_path / "runs"
     args = ["run", "-q", "--protocol", "tiny", "--preset", "smoke", "--latency-queries", "2", "--out", str(out)]
-    assert main([*args, "--methods", "tiny-images:store=float16,shards=2"]) == 0
+    assert main([*args, "--methods", "tiny-images:store=float16,shards=2,densevlad:store=float32"]) == 0
     assert not any((cache_root() / "descriptors").glob("*.npy"))  # the streamed file is gone once indexed
     assert main([*args, "--methods", "tiny-images:store=float32,shards=1"]) == 0
     assert main([*args, "--methods", "tiny-images:store=disk"]) == 2  # a store that does not exist: one error

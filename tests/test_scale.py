@@ -92,3 +92,22 @@ def test_ivfpq_with_rerank_finds_exact_matches_and_rerank_needs_ivfpq():
     assert ids[:, 0].tolist() == list(range(20))  # the exact second pass puts each row's own copy first
     with pytest.raises(BenchmarkError, match="rerank"):
         build_index(rows, RetrievalOptions(rerank=5))
+
+
+def test_the_report_shows_a_measured_curve_and_names_a_broken_one(tmp_path, tiny_dataset, capsys):
+    from benchmark.scale import Point, write
+
+    results, out = tmp_path / "results", tmp_path / "report"
+    assert main(["run", "-q", "--protocol", "tiny", "--preset", "smoke", "--methods", "prior",
+                 "--out", str(results)]) == 0
+    points = [Point("retrieval", kind, "x (real)", 8, size, ms, size * 32, 0.1, 80.0)
+              for size in (1000, 10000) for kind, ms in (("flat", size / 1e3), ("ivfpq", 0.1))]
+    points.append(Point("ial", "candidates", "ial", 8, 100, 0.01, 3200))
+    write(points, ScaleSpec(), results / "scale")
+    capsys.readouterr()
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 0
+    assert "## Cost against size" in capsys.readouterr().out
+    assert "Cost against size" in (out / "report.html").read_text() and (out / "scale-cost_vs_size.png").exists()
+    (results / "scale" / "scale.json").write_text("{not json")
+    assert main(["report", "--results", str(results), "--out", str(out)]) == 2
+    assert "scale.json" in capsys.readouterr().err
