@@ -309,7 +309,7 @@ def _labelled(text: str, flag: str) -> dict[str, int]:
 def cmd_scale(args: argparse.Namespace) -> int:
     """Measure the curve, write scale.json, scale.md and the figure, and print the Markdown."""
     from benchmark.options import parse_spec
-    from benchmark.scale import ScaleSpec, markdown, measure, retrieval_class, write
+    from benchmark.scale import ScaleSpec, check, markdown, measure, write
 
     if args.queries < 1 or args.max_gb <= 0 or args.jitter < 0:
         raise BenchmarkError("--queries and --max-gb must be positive and --jitter non-negative")
@@ -320,12 +320,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
                      method=None if args.method.lower() == "none" else args.method,
                      protocol=args.protocol or _default_protocol(), preset=args.preset, jitter=args.jitter,
                      seed=args.seed, progress=not args.quiet)
-    from benchmark.options import apply_overrides
-    from methods.retrieval import RetrievalOptions
-
-    apply_overrides(RetrievalOptions(index="ivfpq"), spec.index_options, "--index-options")  # fail before measuring
-    if spec.method:
-        retrieval_class(spec.method)
+    check(spec)  # every name and option, before anything is measured
     points = measure(spec)
     print(markdown(points, spec), end="")
     for path in write(points, spec, args.out):

@@ -126,7 +126,8 @@ def map_images(paths: Sequence[Path], transform: Callable[[Image.Image], torch.T
         sink.flush()
         del sink
     if stream and not chunks:
-        files = gather_to_all([str(store)] if done else []) if shard else ([str(store)] if done else [])
+        mine = [str(store)] if done else []
+        files = gather_to_all(mine) if shard else mine
         if not files:
             raise BenchmarkError(f"{desc}: no images")
         return StoredRows(files)

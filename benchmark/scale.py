@@ -111,34 +111,38 @@ def ms_per_query(search: Callable[[], Any], count: int, min_seconds: float = 0.3
 
 def build(database: np.ndarray, kind: str, overrides: dict[str, str]) -> tuple[faiss.Index, float]:
     """The retrieval pipeline's own index of `kind` over the rows, and the seconds it took to build."""
-    from benchmark.options import apply_overrides
-    from methods.retrieval import RetrievalOptions, build_index
+    from methods.retrieval import build_index
 
-    options = apply_overrides(RetrievalOptions(index=kind), overrides if kind == "ivfpq" else {}, "scale")
     start = time.perf_counter()
-    index = build_index(database, options)
+    index = build_index(database, index_options(kind, overrides))
     return index, time.perf_counter() - start
+
+
+def index_options(kind: str, overrides: dict[str, str]) -> Any:
+    """RetrievalOptions of `kind` with the spec's IVF-PQ overrides applied (an unknown key is one clear error)."""
+    from benchmark.options import apply_overrides
+    from methods.retrieval import RetrievalOptions
+
+    return apply_overrides(RetrievalOptions(index=kind), overrides if kind == "ivfpq" else {}, "--index-options")
 
 
 def retrieval_points(label: str, database: np.ndarray, queries: np.ndarray, spec: ScaleSpec,
                      real: int = 0, positives: list[np.ndarray] | None = None) -> list[Point]:
     """Flat and IVF-PQ over the first `size` rows for every size in the spec: ms per query and memory; with
-    `positives` (real queries, whose first `real` database rows are the real ones) also Recall@1 at 25 m."""
+    `positives` (real queries, whose first `real` database rows are the real ones) also Recall@1 at 25 m. With
+    `rerank`, IVF-PQ is measured twice: its codes alone, and with the exact second pass over their best hits."""
     points = []
     for size in spec.sizes:
         if size > len(database):
             continue
         rows = database[:size]
-        rerank = int(spec.index_options.get("rerank", "0"))
         for kind in ("flat", "ivfpq"):
-            index, seconds = build(rows, kind, {**spec.index_options, "rerank": "0"})
+            index, seconds = build(rows, kind, spec.index_options)
+            if isinstance(index, faiss.IndexRefineFlat):
+                codes = faiss.downcast_index(index.base_index)
+                points.append(_point(label, kind, codes, seconds, rows, queries, real, positives))
+                kind = f"ivfpq+rerank{int(index.k_factor)}"
             points.append(_point(label, kind, index, seconds, rows, queries, real, positives))
-            if kind == "ivfpq" and rerank > 0:  # the same codes, then an exact second pass over their best hits
-                start = time.perf_counter()
-                index = faiss.IndexRefineFlat(index, faiss.swig_ptr(rows))
-                index.k_factor = rerank
-                seconds += time.perf_counter() - start
-                points.append(_point(label, f"ivfpq+rerank{rerank}", index, seconds, rows, queries, real, positives))
             del index
     return points
 
@@ -328,3 +332,10 @@ def load(path: Path) -> tuple[list[Point], ScaleSpec]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BenchmarkError(f"{path}: not a scale.json that `python -m benchmark scale` wrote ({e}); run it "
                              "again or remove the file") from None
+
+
+def check(spec: ScaleSpec) -> None:
+    """Every name and option of the spec checked before anything is measured."""
+    index_options("ivfpq", spec.index_options)
+    if spec.method:
+        retrieval_class(spec.method)
