@@ -45,11 +45,15 @@ class QueryBatch:
 
 @dataclass(frozen=True)
 class Footprint:
-    """Bytes needed at inference: model weights, database/index, map/gazetteer."""
+    """Bytes needed at inference: model weights, database/index, map/gazetteer; and `search`, the resident
+    structure each query is matched against (the paper's Table 5 "Memory"): the candidate address embeddings
+    (IAL), the index (retrieval), the class rows of the head plus geocell centroids and location means
+    (classification), the gazetteer (oracle). `search` overlaps the others; it is not part of `total`."""
 
     model: int = 0
     database: int = 0
     map: int = 0
+    search: int = 0
 
     @property
     def total(self) -> int:

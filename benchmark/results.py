@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmark.errors import BenchmarkError
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 RESULT_FILE = "result.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -393,7 +393,8 @@ class Timing:
 
 @dataclass(frozen=True, kw_only=True)
 class Cost:
-    """What a run cost (`result.cost`): storage, per-stage latency, throughput, peak memory, prepare time."""
+    """What a run cost (`result.cost`): storage, per-stage latency, throughput, peak memory, prepare time, and
+    the bytes of the resident search structure (`search_bytes`, the paper's Table 5 "Memory"; see Footprint)."""
 
     storage_bytes: Storage
     latency_ms: dict[str, StageLatency]  # encode, search, geocode, total
@@ -402,6 +403,7 @@ class Cost:
     peak_cuda_bytes: int | None = None
     prepare_seconds: float | None = None
     timing: Timing | None = None  # timing rounds and calibration (schema 1.2; null in older runs)
+    search_bytes: int | None = None  # the resident search structure (schema 1.3; null in older runs)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, keys as in result.json."""
@@ -409,7 +411,8 @@ class Cost:
                 "latency_ms": {stage: lat.to_json() for stage, lat in self.latency_ms.items()},
                 "throughput_qps": self.throughput_qps, "peak_rss_bytes": self.peak_rss_bytes,
                 "peak_cuda_bytes": self.peak_cuda_bytes, "prepare_seconds": self.prepare_seconds,
-                "timing": None if self.timing is None else self.timing.to_json()}
+                "timing": None if self.timing is None else self.timing.to_json(),
+                "search_bytes": self.search_bytes}
 
     @classmethod
     def _read(cls, c: _Check, data: Mapping[str, Any], base: str) -> Cost:
@@ -426,7 +429,8 @@ class Cost:
                    peak_cuda_bytes=c.integer(data, base, "peak_cuda_bytes", null=True),
                    prepare_seconds=c.number(data, base, "prepare_seconds", null=True),
                    timing=None if (timing := c.obj(data, base, "timing", null=True)) is None
-                   else Timing._read(c, timing, _join(base, "timing")))
+                   else Timing._read(c, timing, _join(base, "timing")),
+                   search_bytes=c.integer(data, base, "search_bytes", null=True))
 
 
 def latency_from_summary(summary: Mapping[str, Mapping[str, float]]) -> dict[str, StageLatency]:
@@ -560,9 +564,21 @@ def migrate_1_1_to_1_2(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def migrate_1_2_to_1_3(data: dict[str, Any]) -> dict[str, Any]:
+    """1.2 -> 1.3: add `cost.search_bytes` (null: older runs recorded only the storage parts, whose `database`
+    also holds coordinates and cell tables, so the search structure alone is not recoverable). Returns a new
+    dict."""
+    out = dict(data)
+    if isinstance(out.get("cost"), dict):
+        out["cost"] = {**out["cost"], "search_bytes": out["cost"].get("search_bytes")}
+    out["schema_version"] = "1.3"
+    return out
+
+
 # Applied in order on read: MIGRATIONS[v] takes a version-v document to the next version.
 MIGRATIONS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"1.0": migrate_1_0_to_1_1,
-                                                                     "1.1": migrate_1_1_to_1_2}
+                                                                     "1.1": migrate_1_1_to_1_2,
+                                                                     "1.2": migrate_1_2_to_1_3}
 
 
 def schema_major(version: str) -> int | None:

@@ -73,7 +73,8 @@ class IALMethod(Method):
     def footprint(self) -> Footprint:
         """The image encoder's weights and the candidate embedding matrix (no text encoder at inference)."""
         matrix = self.candidate_features
-        return Footprint(model=module_bytes(self.image_encoder()), database=matrix.numel() * matrix.element_size())
+        size = matrix.numel() * matrix.element_size()
+        return Footprint(model=module_bytes(self.image_encoder()), database=size, search=size)
 
     def provenance(self) -> dict[str, Any]:
         """Where the weights came from (the init file when fine-tuned from one)."""

@@ -31,8 +31,8 @@ class OracleGPS(Method):
                 for r, u in zip(ranked, batch.true_utm)]
 
     def footprint(self) -> Footprint:
-        """Only the gazetteer."""
-        return Footprint(map=self.gazetteer.nbytes)
+        """Only the gazetteer (which it searches)."""
+        return Footprint(map=self.gazetteer.nbytes, search=self.gazetteer.nbytes)
 
 
 class Prior(Method):

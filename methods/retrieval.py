@@ -226,7 +226,8 @@ class RetrievalMethod(Method):
         return Prediction(topk, scores, (float(top[0]), float(top[1])), ids.tolist())
 
     def footprint(self) -> Footprint:
-        """Encoder weights; the index plus database coordinates; the geocoder's gazetteer or street map."""
+        """Encoder weights; the index plus database coordinates; the geocoder's gazetteer or street map. The
+        search structure is the index alone."""
         index_bytes = index_nbytes(self.index)
         return Footprint(model=module_bytes(self.encoder), database=index_bytes + self.database_utm.nbytes,
-                         map=self.geocoder.nbytes)
+                         map=self.geocoder.nbytes, search=index_bytes)

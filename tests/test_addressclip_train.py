@@ -134,6 +134,7 @@ def test_runner_records_family_footprint_and_weights(tiny_dataset, tmp_path):
     for result in results:
         assert result["method"]["family"] == "ial" and result["metrics"]["median_error_m"] is None
         assert result["cost"]["storage_bytes"]["database"] == 24 * 64 * 4  # candidates × embed_dim × float32
+        assert result["cost"]["search_bytes"] == 24 * 64 * 4  # the paper's Table 5 "Memory"
         assert 0 < result["cost"]["storage_bytes"]["model"] < 16_000_000  # ResNet-18 conv4 + GeM + projection
         assert result["method"]["weights"] == {"source": "from-scratch"}
 

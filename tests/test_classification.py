@@ -51,6 +51,14 @@ def test_pigeon_predicts_coordinates_and_reuses_its_training_for_refine_none(run
     assert runs["subst"]["metrics"].get("median_error_m") is None
 
 
+def test_the_search_structure_is_the_head_rows_then_the_cells_then_the_location_means(runs):
+    subst, centroid, refined = (runs[n]["cost"]["search_bytes"] for n in ("subst", "pigeon-centroid", "pigeon"))
+    classes = runs["subst"]["protocol"]["n_candidates"]
+    assert subst % (4 * classes) == 0 and subst // (4 * classes) - 1 in (64, 128, 256, 512)  # [C, D] + [C]
+    assert refined > centroid > 0  # the location means are searched only when refining
+    assert refined - centroid < runs["pigeon"]["cost"]["storage_bytes"]["database"]
+
+
 def _pigeon_on(cells: Geocells, means: np.ndarray) -> Pigeon:
     method = Pigeon.__new__(Pigeon)
     method.cells = cells

@@ -82,6 +82,8 @@ def test_smoke_run_on_tiny_writes_valid_topk_lists(name, tiny_dataset, one_threa
     spec = RunSpec(protocol="tiny", methods=[(name, {})], preset="smoke", k=K, latency_queries=1, warmup=0,
                    n_boot=10, progress=False, out=tmp_path)
     (folder,) = run(spec)
+    search = json.loads((folder / "result.json").read_text(encoding="utf-8"))["cost"]["search_bytes"]
+    assert search > 0 or not METHODS.get(name).needs_images, "a method that reads images searches something"
     rows = [json.loads(line) for line in (folder / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()]
     queries = tiny_dataset.splits["queries"]
     assert [r["image"] for r in rows] == list(queries.image), "one line per query, in query order"

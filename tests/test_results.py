@@ -1,4 +1,4 @@
-"""Result files: typed and versioned (1.2, read back from 1.0 and 1.1 by migration), atomic, never overwritten."""
+"""Result files: typed and versioned (1.3, read back from 1.0, 1.1 and 1.2 by migration), atomic, never overwritten."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from benchmark.results import (
     load_results,
     migrate_1_0_to_1_1,
     migrate_1_1_to_1_2,
+    migrate_1_2_to_1_3,
     write_run,
 )
 
@@ -52,7 +53,7 @@ def _run(method: str = "prior", created: str = "2026-01-01T00:00:00+00:00", data
         metrics=metrics, ci95=ci,
         cost=Cost(storage_bytes=Storage.of(1000, 200, 30), latency_ms=latency_from_summary(lat),
                   throughput_qps=100.0, peak_rss_bytes=2**20, peak_cuda_bytes=None, prepare_seconds=0.5,
-                  timing=Timing(rounds_ms=[2.0, 2.5], calibration_ms=[1.0, 1.1, 1.25])),
+                  timing=Timing(rounds_ms=[2.0, 2.5], calibration_ms=[1.0, 1.1, 1.25]), search_bytes=3 * 2**19),
         env={"python": "3.11", "libraries": {"torch": "2"}}, git_rev="abc", seed=0, k=5, created=created,
         training=training)
 
@@ -64,7 +65,7 @@ TRAINED = TrainingInfo(seed=3, cache_key="cd" * 32, cached=False, steps=40, imag
 @pytest.mark.parametrize("training", [None, TRAINED], ids=["no-training", "training"])
 def test_round_trip(training):
     run = _run(training=training)
-    assert run.schema_version == SCHEMA_VERSION == "1.2"
+    assert run.schema_version == SCHEMA_VERSION == "1.3"
     data = run.to_json()
     assert RunResult.from_json(data, "x.json") == run
     assert RunResult.from_json(json.loads(json.dumps(data)), "x.json") == run
@@ -188,7 +189,7 @@ def _set(path: str, value):
     (_set("created", "2026-01-01T00:00:00"), "created must be a UTC time"),
     (_set("created", "yesterday"), "created must be an ISO 8601 time"),
     (_set("schema_version", "2.0"), "schema_version 2.0 is not readable by this version (reads 1.x)"),
-    (_set("schema_version", 1.1), "schema_version must be a string like '1.2', got 1.1"),
+    (_set("schema_version", 1.1), "schema_version must be a string like '1.3', got 1.1"),
     (_drop("cost.timing"), "cost.timing is missing"),
     (_set("cost.timing.rounds_ms", []), "cost.timing.rounds_ms must be a non-empty list of milliseconds"),
     (_set("cost.timing.rounds_ms", [1.0, -1.0]), "cost.timing.rounds_ms must hold non-negative milliseconds"),
@@ -208,7 +209,7 @@ def test_validation_errors_are_one_line_naming_file_and_key(tmp_path, edit, expe
 
 
 def test_migration_table_and_what_1_0_lacked():
-    assert set(MIGRATIONS) == {"1.0", "1.1"}
+    assert set(MIGRATIONS) == {"1.0", "1.1", "1.2"}
     old = _run().to_json()
     old["schema_version"] = "1.0"
     for key in ("cache_key", "overrides"):
@@ -234,6 +235,29 @@ def test_migration_1_1_adds_a_null_timing():
     assert RunResult.from_json(old, "old.json").cost.timing is None
 
 
+def test_migration_1_2_adds_a_null_search_structure_and_the_cost_table_leaves_it_blank():
+    old = _run().to_json()
+    old["schema_version"] = "1.2"
+    del old["cost"]["search_bytes"]
+    frozen = copy.deepcopy(old)
+    new = migrate_1_2_to_1_3(old)
+    assert old == frozen and new["schema_version"] == "1.3" and new["cost"]["search_bytes"] is None
+    table = cost_table(by_method([RunResult.from_json(old, "old.json"), _run("oracle-gps")]))
+    memory = {label: dict(zip(table.columns, cells))["Memory (MB)"].plain() for label, cells in table.rows}
+    assert memory == {"prior": "–", "oracle-gps": "1.500"}
+    assert any("before result schema 1.3" in note for note in table.notes)
+
+
+def test_cost_table_memory_is_the_search_structure_and_peak_rss_its_own_column():
+    table = cost_table(by_method([_run("prior")]))
+    assert table.columns[:2] == ["Storage (MB)", "Memory (MB)"] and "Peak RSS (MB)" in table.columns
+    (_, cells), = table.rows
+    column = dict(zip(table.columns, cells))
+    assert column["Memory (MB)"].number == 1.5 and column["Peak RSS (MB)"].number == 1.0  # not the same number
+    assert column["Storage (MB)"].number == 1230 / 2**20
+    assert not any("before result schema 1.3" in note for note in table.notes)
+
+
 def test_committed_1_0_results_load_through_the_migration():
     """tests/data/results-1.0: a real schema-1.0 run of gem, addressclip and oracle-gps on tiny (smoke).
 
@@ -249,7 +273,7 @@ def test_committed_1_0_results_load_through_the_migration():
         {"gem": "retrieval", "addressclip": "ial", "oracle-gps": "reference"}
     for run, data in zip(runs, raw):
         r = run.result
-        assert r.schema_version == "1.2" and r.training is None and r.method.cache_key is None
+        assert r.schema_version == "1.3" and r.training is None and r.method.cache_key is None
         assert r.cost.timing is None  # 1.0 and 1.1 runs kept no timing rounds
         assert r.metrics == data["metrics"] and r.protocol.options == data["protocol"]["options"]
         assert RunResult.from_json(r.to_json(), "again") == r
@@ -261,7 +285,8 @@ def test_committed_1_0_results_load_through_the_migration():
 
 def test_report_of_committed_1_0_results_is_unchanged(tmp_path):
     """The Markdown equals what the 1.0-era report rendered from the same files (tests/data/report-1.0-*.md;
-    since schema 1.2 its rows are in registry order: references, IAL, retrieval)."""
+    since schema 1.2 its rows are in registry order: references, IAL, retrieval; since 1.3 Table 5 has Memory,
+    the search structure, blank for these runs, and Peak RSS)."""
     text, written = write_report(RESULTS_1_0, tmp_path)
     assert [p.name for p in written] == ["tiny-smoke.md"]
     expected = (DATA / "report-1.0-tiny-smoke.md").read_text(encoding="utf-8")

@@ -83,3 +83,16 @@ def test_report_labels_a_variant_by_the_options_given():
     assert run_label(run({"geocoder": "streetmap"})) == "gem (geocoder=streetmap)"
     assert run_label(run({})) == "gem"
     assert run_label(run({"weights": "/models/gem_r50.pth", "index": "ivfpq"})) == "gem (index=ivfpq, weights=gem_r50.pth)"
+
+
+def test_the_search_structure_is_the_index_alone(tiny_dataset, one_thread, tmp_path):
+    """Table 5's Memory for a flat index: database rows × descriptor dims × 4 bytes (16×16 grey thumbnails);
+    the coordinates (2 float64 per row) count in storage, not in the search structure."""
+    from benchmark.runner import RunSpec, run
+    spec = RunSpec(protocol="tiny", methods=[("tiny-images", {})], preset="smoke", latency_queries=1, warmup=0,
+                   n_boot=10, progress=False, out=tmp_path)
+    (folder,) = run(spec)
+    cost = json.loads((folder / "result.json").read_text())["cost"]
+    rows = len(tiny_dataset.splits["database"])
+    assert cost["search_bytes"] == rows * 16 * 16 * 4
+    assert cost["storage_bytes"]["database"] == cost["search_bytes"] + rows * 2 * 8

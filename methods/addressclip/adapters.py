@@ -478,9 +478,8 @@ class CoCoOp(CoOp):
 
     def footprint(self) -> Footprint:
         """Both towers and the prompt learner (the text tower runs per query), and the candidates' tokens."""
-        tokens = self.candidate_tokens
-        return Footprint(model=module_bytes(self.model) + module_bytes(self.prompts),
-                         database=tokens.numel() * tokens.element_size())
+        size = self.candidate_tokens.numel() * self.candidate_tokens.element_size()
+        return Footprint(model=module_bytes(self.model) + module_bytes(self.prompts), database=size, search=size)
 
 
 class MaPLe(ClipMethod):
@@ -554,6 +553,6 @@ class MaPLe(ClipMethod):
 
     def footprint(self) -> Footprint:
         """The image tower and the prompt learner (the couplings make the image prompts), and the candidates."""
-        matrix = self.candidate_features
-        return Footprint(model=module_bytes(self.model.visual) + module_bytes(self.prompts),
-                         database=matrix.numel() * matrix.element_size())
+        size = self.candidate_features.numel() * self.candidate_features.element_size()
+        return Footprint(model=module_bytes(self.model.visual) + module_bytes(self.prompts), database=size,
+                         search=size)

@@ -180,8 +180,9 @@ class ClassifierMethod(StartsFromTrunk, Method):
         self._provenance = {"source": "from-scratch", "path": str(path), "sha256": file_sha256(path)}
 
     def footprint(self) -> Footprint:
-        """The classifier's weights (subclasses add their tables)."""
-        return Footprint(model=module_bytes(self.model))
+        """The classifier's weights (subclasses add their tables); its search structure is the head's class rows
+        (weights and biases: the learnt counterpart of IAL's address embeddings)."""
+        return Footprint(model=module_bytes(self.model), search=module_bytes(self.model.head))
 
     def provenance(self) -> dict[str, Any]:
         """Where the weights came from."""

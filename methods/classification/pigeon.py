@@ -161,8 +161,10 @@ class Pigeon(ClassifierMethod):
     def footprint(self) -> Footprint:
         """Classifier weights; the cell table (centroids, location coordinates and cells) and the location
         means; the geocoder's map."""
-        cells = self.cells.centroids.nbytes
+        cells = searched = self.cells.centroids.nbytes
         if self.location_means is not None:
-            cells += self.cells.locations.nbytes + self.cells.location_cell.nbytes
-            cells += self.location_means.numel() * self.location_means.element_size()
-        return Footprint(model=super().footprint().model, database=cells, map=self.geocoder.nbytes)
+            means = self.location_means.numel() * self.location_means.element_size()
+            cells += self.cells.locations.nbytes + self.cells.location_cell.nbytes + means
+            searched += means
+        base = super().footprint()
+        return Footprint(model=base.model, database=cells, map=self.geocoder.nbytes, search=base.search + searched)
