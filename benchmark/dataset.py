@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.address import AddressBook
+from benchmark.hashing import json_sha256
 
 SPLITS = ("train", "database", "queries")
 COLUMNS = ("image", "address", "utm_east", "utm_north", "caption", "verbose_address", "location", "heading")
@@ -63,6 +64,24 @@ class Dataset:
         view.__dict__["address_book"] = self.address_book  # same candidates, not recomputed
         return view
 
+    def covering(self, fraction: float) -> Dataset:
+        """This dataset with a seeded share `fraction` of its train and of its database locations, queries and
+        candidate set unchanged; the shares are nested (a smaller one keeps a subset of a larger one's), and
+        the data hash names the share, so nothing trained on the whole is reused."""
+        splits = dict(self.splits)
+        for i, split in enumerate(("train", "database")):
+            table = splits[split]
+            keys = location_keys(table)
+            unique = np.unique(keys)
+            order = np.random.default_rng([COVERAGE_SEED, i]).permutation(len(unique))
+            kept = unique[order[:max(1, round(fraction * len(unique)))]]
+            splits[split] = table[np.isin(keys, kept)].reset_index(drop=True)
+        view = Dataset(self.name, self.version, self.root, self.images_root, splits,
+                       json_sha256({"data_hash": self.data_hash, "coverage": fraction}), list(self.dropped_queries),
+                       self.query_labels_hidden)
+        view.__dict__["address_book"] = self.address_book  # every address stays a candidate
+        return view
+
     def utm(self, split: str) -> np.ndarray:
         """[N, 2] float64 UTM (east, north) of a split."""
         if split == "queries" and self.query_labels_hidden:
@@ -89,8 +108,17 @@ class Dataset:
         return out
 
 
+COVERAGE_SEED = 0  # one fixed draw of locations per split, whatever the run's seed
+
+
+def location_keys(table: pd.DataFrame) -> np.ndarray:
+    """Each row's capture location: its location id where every row has one, else its coordinates (1 cm)."""
+    if "location" in table and table.location.notna().all():
+        return table.location.astype(str).to_numpy()
+    xy = table[["utm_east", "utm_north"]].to_numpy(np.float64).round(2)
+    return np.array([f"{e:.2f},{n:.2f}" for e, n in xy])
+
+
 def count_locations(table: pd.DataFrame) -> int:
     """Distinct capture locations: the location ids where known, else distinct coordinates (1 cm)."""
-    if "location" in table and table.location.notna().all():
-        return int(table.location.nunique())
-    return int(table[["utm_east", "utm_north"]].round(2).drop_duplicates().shape[0])
+    return len(np.unique(location_keys(table)))

@@ -94,6 +94,12 @@ def page(sections: Sequence[str]) -> str:
             + "\n".join(sections) + f"\n{CHECK}\n</body></html>\n")
 
 
+def table_section(title: str, table: Any, plots: Sequence[Path]) -> str:
+    """One titled table and its figures (a claim checked across protocol variants, e.g. coverage)."""
+    return "\n".join([f"<section><h2>{html.escape(title)}</h2>", table_html(table),
+                       *[_image(p) for p in plots if p.suffix == ".png"], "</section>"])
+
+
 def scale_section(points: Sequence[Any], spec: Any, plots: Sequence[Path]) -> str:
     """The cost-vs-size curve: its Markdown tables as preformatted text, then the figure."""
     from benchmark.scale import markdown

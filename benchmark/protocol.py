@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -27,6 +28,7 @@ class Protocol(ABC):
     summary: str
     generated: bool = False
     overrides: dict[str, str] = {}  # `name:key=value` options (generated protocols only)
+    coverage: float = 1.0  # share of the train and database locations kept (`name:coverage=F`, any protocol)
 
     @abstractmethod
     def resolve_root(self, data_root: Path | None, preset: str) -> Path:
@@ -41,6 +43,23 @@ class Protocol(ABC):
         if overrides:
             raise BenchmarkError(f"protocol {self.name!r} reads a released dataset and takes no options")
         return self
+
+    def covering(self, value: str) -> Protocol:
+        """A copy that keeps a share of the train and database locations (`coverage=F`, 0 < F <= 1)."""
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if not 0 < share <= 1:
+            raise BenchmarkError(f"{self.name}:coverage={value}: give the share of training and database locations "
+                                 "to keep, a number in (0, 1], e.g. coverage=0.125")
+        clone = copy.copy(self)
+        clone.coverage = share
+        return clone
+
+    def given(self) -> dict[str, str]:
+        """Every option given on the command line (results record these; the report labels by them)."""
+        return {**self.overrides, **({"coverage": f"{self.coverage:g}"} if self.coverage != 1 else {})}
 
     def record(self, preset: str) -> dict[str, Any]:
         """What results store about the protocol besides name, version and data hash."""
@@ -75,7 +94,7 @@ class Protocol(ABC):
                 f"{first}{more}; run `python -m benchmark data check --protocol {self.name} --data-root {root}` "
                 "to list every problem"
             )
-        return dataset
+        return dataset if self.coverage == 1 else dataset.covering(self.coverage)
 
     def missing_root_message(self, root: Path) -> str:
         """One line naming the missing folder and how to point at the dataset."""
@@ -87,4 +106,6 @@ def resolve_protocol(text: str) -> Protocol:
     from benchmark.registry import PROTOCOLS
 
     name, overrides = parse_spec(text)
-    return PROTOCOLS.get(name).with_options(overrides)
+    coverage = overrides.pop("coverage", None)
+    protocol = PROTOCOLS.get(name).with_options(overrides)
+    return protocol if coverage is None else protocol.covering(coverage)

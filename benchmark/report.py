@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmark.coverage import coverage_table, plot_coverage, split_coverage
 from benchmark.errors import BenchmarkError
 from benchmark.results import LoadedRun, RunResult, TrainingInfo, load_results
 from benchmark.tables import Cell, Table, seeds_cell, to_latex, to_markdown
@@ -314,6 +315,12 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _stem(name: str, preset: str) -> str:
+    """The file stem of a protocol variant and preset, e.g. `helsinki_queries-shifted`, `tiny-smoke`."""
+    stem = name.replace(":", "_").replace(",", "_").replace("=", "-")
+    return stem if preset == "default" else f"{stem}-{preset}"
+
+
 def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
                  formats: Sequence[str] = ("md",)) -> tuple[str, list[Path]]:
     """Render each protocol's (and preset's) report from its newest runs: `<stem>.md` (always returned as
@@ -322,10 +329,11 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise BenchmarkError(f"--format {','.join(unknown)}: choose from {','.join(FORMATS)}")
-    groups = current_runs(load_results(results_dir))
+    groups, curves = split_coverage(current_runs(load_results(results_dir)))
     if protocol is not None:
         groups = {k: v for k, v in groups.items() if k[0].split(":")[0] == protocol}
-    if not groups:
+        curves = {k: v for k, v in curves.items() if k[0].split(":")[0] == protocol}
+    if not groups and not curves:
         raise BenchmarkError(f"no result.json under {results_dir}"
                              + (f" for protocol {protocol}" if protocol else "")
                              + "; run `python -m benchmark run` first or pass --results DIR")
@@ -335,8 +343,7 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
     for (name, preset), runs in sorted(groups.items(), key=lambda kv: (":" in kv[0][0], kv[0])):
         results = [run.result for run in runs]
         text = render_protocol(name, results)
-        stem = name.replace(":", "_").replace(",", "_").replace("=", "-")
-        stem = stem if preset == "default" else f"{stem}-{preset}"
+        stem = _stem(name, preset)
         texts.append(text)
         if "md" in formats:
             _atomic_text(out_dir / f"{stem}.md", text)
@@ -354,6 +361,20 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
             from benchmark.html import protocol_section
 
             sections.append(protocol_section(name, runs, plots, out_dir))
+    for (name, preset), shares in sorted(curves.items()):  # coverage variants: one table and curve per base
+        table = coverage_table(name, shares)
+        text = f"## {table.title} (preset {preset})\n\n{to_markdown(table)}\n"
+        stem = _stem(name, preset)
+        texts.append(text)
+        if "md" in formats:
+            _atomic_text(out_dir / f"{stem}-coverage.md", text)
+            written.append(out_dir / f"{stem}-coverage.md")
+        figure = plot_coverage(name, shares, out_dir, stem) if "png" in formats or "html" in formats else []
+        written.extend(figure)
+        if "html" in formats:
+            from benchmark.html import table_section
+
+            sections.append(table_section(f"{table.title} (preset {preset})", table, figure))
     for scale_json in sorted(results_dir.rglob("scale.json")):  # the cost-vs-size curve, when one was measured
         from benchmark.scale import load, markdown, plot
 

@@ -133,15 +133,7 @@ def run(spec: RunSpec) -> list[Path]:
     # Every name and option is checked before any data is read or any file written.
     if spec.weights is not None and len(spec.methods) != 1:
         raise BenchmarkError("--weights applies to one method; name exactly one with --methods")
-    planned = []
-    for name, given in spec.methods:
-        overrides = dict(given)
-        cls: type[Method] = METHODS.get(name)
-        if spec.weights is not None:
-            if "weights" not in {f.name for f in dataclasses.fields(cls.Options)}:
-                raise BenchmarkError(f"method {name!r} loads no weights; drop --weights")
-            overrides = {**overrides, "weights": str(spec.weights)}
-        planned.append((cls, make_options(cls, spec.preset, overrides), overrides))
+    planned = [plan_method(name, given, spec.preset, spec.weights) for name, given in spec.methods]
     # under torchrun rank 0 builds the dataset (if it must) before the others open it, and alone shows progress
     if not processes(process_device(device)).main:
         spec = dataclasses.replace(spec, progress=False)
@@ -154,6 +146,31 @@ def run(spec: RunSpec) -> list[Path]:
     folders = [run_method(protocol, dataset, cls, options, spec, device, overrides)
                for cls, options, overrides in planned]
     return [f for f in folders if f is not None]
+
+
+def plan_method(name: str, given: dict[str, str], preset: str,
+                weights: Path | None = None) -> tuple[type[Method], Any, dict[str, str]]:
+    """A method's class, its options (preset, then `given` overrides, then --weights) and those overrides; every
+    name and option checked, nothing read or built."""
+    overrides = dict(given)
+    cls: type[Method] = METHODS.get(name)
+    if weights is not None:
+        if "weights" not in {f.name for f in dataclasses.fields(cls.Options)}:
+            raise BenchmarkError(f"method {name!r} loads no weights; drop --weights")
+        overrides = {**overrides, "weights": str(weights)}
+    return cls, make_options(cls, preset, overrides), overrides
+
+
+def make_method(cls: type[Method], options: Any, dataset: Dataset, spec: RunSpec,
+                device: torch.device) -> tuple[Method, str | None]:
+    """A seeded, unprepared method as the runner builds it, with its RunContext (cache folder named by the
+    training cache key), and that key (None for methods that do not train)."""
+    seed_everything(spec.seed)
+    key = training_cache_key(cls, options, spec.seed, dataset.data_hash)
+    ctx = RunContext(device=process_device(device), seed=spec.seed, preset=spec.preset, progress=spec.progress,
+                     batch_size=spec.batch_size,
+                     cache_dir=None if key is None else cache_root() / "models" / f"{cls.name}-{key[:24]}")
+    return cls(options, ctx), key
 
 
 def _query_batches(method: Method, dataset: Dataset, batch_size: int, lo: int, hi: int):
@@ -220,13 +237,8 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
 
     Under torchrun every process prepares (trains) together; only rank 0 evaluates and writes (None elsewhere).
     """
-    seed_everything(spec.seed)
+    method, key = make_method(cls, options, dataset, spec, device)
     chash = config_hash(cls.name, options)
-    key = training_cache_key(cls, options, spec.seed, dataset.data_hash)
-    ctx = RunContext(device=process_device(device), seed=spec.seed, preset=spec.preset, progress=spec.progress,
-                     batch_size=spec.batch_size,
-                     cache_dir=None if key is None else cache_root() / "models" / f"{cls.name}-{key[:24]}")
-    method = cls(options, ctx)
     start = time.perf_counter()
     method.prepare(dataset.for_methods())
     prepare_seconds = time.perf_counter() - start
@@ -292,7 +304,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
                               n_queries=n, n_queries_dropped=len(dataset.dropped_queries),
                               n_candidates=len(dataset.address_book), preset=spec.preset, root=str(dataset.root),
                               options=protocol.record(spec.preset).get("options"),
-                              overrides=dict(protocol.overrides)),
+                              overrides=protocol.given()),
         method=MethodInfo(name=cls.name, family=cls.family, options=dataclasses.asdict(options),
                           overrides=dict(overrides or {}), config_hash=chash,
                           weights=Provenance(**method.provenance()), cache_key=key),
