@@ -741,6 +741,42 @@ def training_curves(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The backbone study (the paper's Fig. 5).
+
+
+@_themed
+def backbones(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
+    """SSA@1 (with its interval) of each image tower of an IAL method against its weights and its encode time."""
+    from benchmark.report import backbone_groups
+
+    lowest: dict[str, LoadedRun] = {}
+    for run in sorted(runs, key=lambda r: r.result.seed):
+        lowest.setdefault(run_label(run), run)
+    loaded = {id(run.result): run for run in lowest.values()}
+    study = backbone_groups({label: [run.result] for label, run in lowest.items()})
+    if not study:
+        return []
+    fig, axes = _figure(2, 5.0, 4.2)
+    for name in dict.fromkeys(n for n, _ in study):
+        members = [(model, loaded[id(results[0])]) for (n, model), results in study.items() if n == name]
+        accuracy = [float(run.result.metrics["ssa@1"]) for _, run in members]
+        err = _ci_error([run for _, run in members], "ssa@1", accuracy)
+        costs = ([run.result.cost.storage_bytes.model / 2**20 for _, run in members],
+                 [run.result.cost.latency_ms["encode"].median for _, run in members])
+        for ax, cost in zip(axes, costs):
+            ax.errorbar(cost, accuracy, yerr=err, marker="o", ms=5, capsize=3, label=name)
+            for x, y, (model, _) in zip(cost, accuracy, members):
+                ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes[0].set_xlabel("image tower weights (MB)")
+    axes[1].set_xlabel("single-query encode (ms)")
+    for ax in axes:
+        ax.set_ylabel("SSA@1 (%)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle("Backbones: accuracy against tower size and encode time (error bars: 95 % interval)")
+    return save_figure(fig, out_dir, stem, "backbones")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # All of them.
 
 
@@ -756,6 +792,7 @@ FIGURES: dict[str, Callable[[Sequence[LoadedRun], Path, str], list[Path]]] = {
     "geocells": geocell_map,
     "recall_curves": recall_curves,
     "training_curves": training_curves,
+    "backbones": backbones,
 }
 
 

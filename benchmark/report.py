@@ -157,6 +157,46 @@ def towers_table(groups: dict[str, list[RunResult]]) -> Table | None:
                  _accuracy_rows(ordered, ACCURACY), better=SCORED_HIGH, label_column="Method: trained")
 
 
+BACKBONE_OPTIONS = frozenset({"model", "init", "weights", "image_bf16"})
+
+
+def backbone_key(run: RunResult) -> tuple[str, str] | None:
+    """(method, image tower) of an IAL run that changes at most its tower (`model=`, with how it starts), else
+    None: the runs of the backbone study (the paper's Fig. 5)."""
+    method = run.method
+    if method.family != "ial" or not set(method.overrides) <= BACKBONE_OPTIONS:
+        return None
+    return method.name, str(method.options.get("model"))
+
+
+def backbone_groups(groups: dict[str, list[RunResult]]) -> dict[tuple[str, str], list[RunResult]]:
+    """The backbone study's runs by (method, tower), for methods run with more than one tower, smallest first."""
+    found = {key: runs for runs in groups.values() if (key := backbone_key(runs[0])) is not None}
+    studied = {name for name, _ in found if sum(n == name for n, _ in found) > 1}
+    return dict(sorted(((k, v) for k, v in found.items() if k[0] in studied),
+                       key=lambda kv: (kv[0][0], kv[1][0].cost.storage_bytes.model)))
+
+
+def backbone_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """The paper's Fig. 5 as a table: each image tower of an IAL method, its weights at inference, its
+    single-query encode time and its accuracy (None unless a method ran with two towers or more)."""
+    study = backbone_groups(groups)
+    if not study:
+        return None
+    rows = []
+    for (name, model), runs in study.items():
+        cost = runs[0].cost
+        rows.append((f"{name}: {model}", [_metric(runs, "ssa@1"), _metric(runs, "sa@1"),
+                                          Cell(cost.storage_bytes.model / MB, digits=2),
+                                          Cell(cost.latency_ms["encode"].median, digits=3)]))
+    return Table("backbones", f"Backbones (the paper's Fig. 5): image towers of one method ({INTERVALS})",
+                 ["SSA-1", "SA-1", "Weights (MB)", "Inference (ms)"], rows,
+                 better={"SSA-1": "high", "SA-1": "high", "Weights (MB)": "low", "Inference (ms)": "low"},
+                 label_column="Method: image tower",
+                 notes=["Weights: what runs per query (the image tower and the projection; the candidates' "
+                        "embeddings are Table 5's Memory). Inference: median single-query encode, lowest seed."])
+
+
 def pipeline_table(groups: dict[str, list[RunResult]]) -> Table | None:
     """Table 6: image → GPS → address (each retrieval and geocell method and geocoder variant) beside
     AddressCLIP."""
@@ -276,7 +316,7 @@ def protocol_tables(all_runs: Sequence[RunResult]) -> list[Table]:
     """Every table that has runs for one protocol and preset, in report order; references are never bold."""
     groups = by_method(all_runs)
     tables = [accuracy_table(groups), ial_table(groups), ablation_table(groups), towers_table(groups),
-              pipeline_table(groups),
+              backbone_table(groups), pipeline_table(groups),
               cost_table(groups), localization_table(groups), training_table(groups), seed_table(groups)]
     # Row labels with and without the seed count: tables differ in which they show.
     references = frozenset(shown for label, runs in groups.items() if runs[0].method.family == "reference"

@@ -145,6 +145,7 @@ def test_every_figure_is_written_as_png_and_svg(built):
     assert list(written) == list(FIGURES)
     written = dict(written)
     assert written.pop("geocells") == []  # the toy town has no geocell run (tests/test_classification.py draws one)
+    assert written.pop("backbones") == []  # nor two image towers of one method (tests/test_backbones.py draws one)
     for name, paths in written.items():
         assert paths == [out / f"toy-{name}.png", out / f"toy-{name}.svg"], name
         png, svg = (p.read_bytes() for p in paths)

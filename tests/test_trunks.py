@@ -13,7 +13,15 @@ from benchmark.errors import BenchmarkError
 from benchmark.method import make_options
 from benchmark.registry import METHODS
 from benchmark.runner import training_cache_key
-from methods.training.trunks import TRUNKS, TrunkSpec, apply_trunk, build_trunk, load_trunk, save_trunk
+from methods.training.trunks import (
+    SEQUENTIAL_INDEX,
+    TRUNKS,
+    TrunkSpec,
+    apply_trunk,
+    build_trunk,
+    load_trunk,
+    save_trunk,
+)
 from methods.vpr.backbones import ResNetTrunk, resnet_sequential
 
 TAKES_INIT = [name for name in METHODS.names()
@@ -150,3 +158,19 @@ def test_every_default_preset_network_takes_its_shipped_trunk(tiny_dataset, tmp_
         assert trunk.source in method.training.backbone
     else:  # training-free on the trunk's features (anyloc)
         assert method.provenance()["sha256"] == trunk.sha256
+
+
+@pytest.mark.parametrize("cut", ["layer2", "layer4"])
+def test_a_cut_at_another_stage_takes_the_trunks_stages_it_has_and_starts_the_rest_fresh(built, cut):
+    trunk = load_trunk(str(built[0]))  # resnet18 cut at layer3
+    module, _ = resnet_sequential("resnet18", cut)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    apply_trunk(module, trunk)
+    stage = {str(i): name for name, i in SEQUENTIAL_INDEX.items()}
+    for key, value in module.state_dict().items():
+        head, _, rest = key.partition(".")
+        if stage[head] == "layer4":
+            assert torch.equal(value, before[key]), key  # past the trunk's cut: as initialised
+        else:
+            assert torch.equal(value, trunk.state[f"{stage[head]}.{rest}"]), key
+    assert any(k.startswith("7.") for k in before) == (cut == "layer4")

@@ -22,6 +22,18 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
         "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [64, 88]},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
     },
+    # The backbone study (the paper's Fig. 5): the same tower cut one stage earlier or later; from the Kotka
+    # trunk, the shallower cut takes its stages up to layer2, the deeper one starts layer4 fresh.
+    "ial-r18-l2": {
+        "embed_dim": 128,
+        "vision_cfg": {"resnet": "resnet18", "cut": "layer2", "image_size": [64, 88]},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+    },
+    "ial-r18-l4": {
+        "embed_dim": 128,
+        "vision_cfg": {"resnet": "resnet18", "cut": "layer4", "image_size": [64, 88]},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+    },
     "ial-r18-tiny": {
         "embed_dim": 64,
         "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [48, 64]},

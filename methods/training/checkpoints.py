@@ -22,10 +22,12 @@ def load_weights_file(path: str | Path, map_location: str | torch.device = "cpu"
         raise BenchmarkError(f"weights file {path} cannot be read by torch.load ({type(e).__name__}: {e})") from None
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load strictly; on mismatch raise one error listing missing and unexpected keys (and shape clashes)."""
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                     fresh: tuple[str, ...] = ()) -> None:
+    """Load strictly (but for the model's keys under the `fresh` prefixes, which keep their values); on mismatch
+    raise one error listing missing and unexpected keys (and shape clashes)."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(fresh))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or shapes:
@@ -41,4 +43,4 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             parts.append("shape mismatch: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                                                      for k in shapes]))
         raise BenchmarkError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not fresh)

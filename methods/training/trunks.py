@@ -137,8 +137,9 @@ def _to_sequential(key: str) -> str:
 
 
 def apply_trunk(module: nn.Module, trunk: Trunk) -> None:
-    """Load the trunk strictly into a ResNetTrunk (its torchvision `model`) or a dvgl Sequential ResNet cut;
-    another backbone, cut or architecture is one clear error."""
+    """Load the trunk strictly into a ResNetTrunk (its torchvision `model`) or a dvgl Sequential ResNet cut; a
+    cut of the same backbone at another stage takes the trunk's stages it has (a shallower cut) or starts the
+    stages past the trunk's cut fresh (a deeper one); another backbone or architecture is one clear error."""
     state = trunk.state
     inner = getattr(module, "model", None)
     if isinstance(inner, torchvision.models.ResNet):
@@ -148,8 +149,13 @@ def apply_trunk(module: nn.Module, trunk: Trunk) -> None:
     else:
         raise BenchmarkError(f"init= starts ResNet trunks only; this method's backbone is a "
                              f"{type(inner or module).__name__}: use init=scratch")
-    check_state_dict(module, state, f"trunk {trunk.path} (init=: use a trunk of this method's backbone and cut, "
-                                    "or init=scratch)")
+    own = {key.partition(".")[0] for key in module.state_dict()}
+    given = {key.partition(".")[0] for key in state}
+    shared = own & given
+    if shared:  # stage by stage: what the trunk has and the module lacks is dropped, the module's extra stay fresh
+        state = {k: v for k, v in state.items() if k.partition(".")[0] in shared}
+    check_state_dict(module, state, f"trunk {trunk.path} (init=: use a trunk of this method's backbone, "
+                                    "or init=scratch)", fresh=tuple(f"{s}." for s in sorted(own - given)))
 
 
 _STAGE = re.compile(r"^(conv1|bn1|layer[1-4])\.")
