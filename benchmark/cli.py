@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmark ls | run | data | report | compare | pretrain | scale`."""
+"""Command line: `python -m benchmark ls | run | data | report | compare | pretrain | scale | heatmap`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ EXAMPLES = {
         "--preset smoke --out /tmp/scale\n"
         "  python -m benchmark scale --index-options nprobe=8,pq_bytes=128,rerank=50   # other IVF-PQ settings"
     ),
+    "heatmap": (
+        "examples:\n"
+        "  python -m benchmark heatmap --protocol helsinki --address \"Aleksanterinkatu, Keskusta\" --address Kluuvi\n"
+        "  python -m benchmark heatmap --protocol helsinki --method clip-address --preset smoke "
+        "--address \"Aleksanterinkatu, Keskusta (Mannerheimintie, Keskusta and Mikonkatu, Kluuvi)\" --out /tmp/heat"
+    ),
     "compare": (
         "examples:\n"
         "  python -m benchmark compare results/baselines/smoke results/   # gate a run against the committed baseline\n"
@@ -70,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{ls,run,data,report,compare,pretrain,scale}")
+                                metavar="{ls,run,data,report,compare,pretrain,scale,heatmap}")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, epilog=EXAMPLES[name], formatter_class=fmt, parents=[common])
@@ -145,6 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--jitter", type=float, default=1.0, help="distractor noise, in each dimension's spread")
     scale.add_argument("--seed", type=int, default=0)
     scale.add_argument("--out", type=Path, default=Path("reports/scale"))
+
+    heatmap = add("heatmap", "address heat maps: every database image's cosine similarity to an address text, "
+                             "on the street map (an IAL method)")
+    heatmap.add_argument("--address", action="append", required=True,
+                         help="the text to map: a sub-street, a street key or a neighbourhood; repeat for more "
+                              "(one PNG + SVG each)")
+    heatmap.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
+    heatmap.add_argument("--method", default="addressclip",
+                         help="one IAL method, optionally name:key=value,... (default: addressclip); trained as "
+                              "`run` trains it, or loaded from the cache")
+    heatmap.add_argument("--preset", default="default", choices=PRESETS, help="data size and training budget")
+    heatmap.add_argument("--data-root", type=Path, default=None, help="dataset folder (real datasets) or build folder")
+    heatmap.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    heatmap.add_argument("--seed", type=int, default=0)
+    heatmap.add_argument("--batch-size", type=int, default=32)
+    heatmap.add_argument("--out", type=Path, default=Path("reports/heatmaps"),
+                         help="folder for the figures (default: reports/heatmaps/)")
 
     from benchmark.compare import Thresholds
 
@@ -328,6 +351,23 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heatmap(args: argparse.Namespace) -> int:
+    """Draw one address heat map per --address and print the files written."""
+    from benchmark.heatmap import HeatMapSpec, check_texts, heat_maps
+    from benchmark.runner import parse_methods
+
+    texts = check_texts(args.address)
+    methods = parse_methods(args.method)
+    if len(methods) != 1:
+        raise BenchmarkError(f"--method {args.method!r}: name one IAL method, e.g. --method addressclip")
+    spec = HeatMapSpec(addresses=texts, protocol=args.protocol or _default_protocol(), method=methods[0],
+                       preset=args.preset, data_root=args.data_root, device=args.device, seed=args.seed,
+                       out=args.out, batch_size=args.batch_size, progress=not args.quiet)
+    for path in heat_maps(spec):
+        print(path)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare (or, with --update-baseline, replace the baseline) and print the Markdown verdict table."""
     from benchmark.compare import Thresholds, compare, load_side, markdown, update_baseline, write_json
@@ -362,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     handlers = {"ls": cmd_ls, "run": cmd_run, "data": cmd_data, "report": cmd_report, "compare": cmd_compare,
-                "pretrain": cmd_pretrain, "scale": cmd_scale}
+                "pretrain": cmd_pretrain, "scale": cmd_scale, "heatmap": cmd_heatmap}
     try:
         return handlers[args.command](args)
     except BenchmarkError as e:

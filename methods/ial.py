@@ -49,8 +49,22 @@ class IALMethod(Method):
         """Fit, then encode the candidate set (train ∪ database addresses) once."""
         self.fit(dataset)
         self.candidates = list(dataset.address_book.addresses)
+        self.candidate_features = self.encode_texts(self.candidates)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Any texts (sub-streets, streets, neighbourhoods) -> normalised float embeddings [T, D], as candidates."""
         with torch.inference_mode():
-            self.candidate_features = F.normalize(self.encode_candidates(self.candidates).float(), dim=-1)
+            return F.normalize(self.encode_candidates(list(texts)).float(), dim=-1)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images [B, ...] -> normalised float embeddings [B, D], as `predict` ranks them."""
+        with torch.inference_mode():
+            return F.normalize(self.encode_images(images.to(self.device)).float(), dim=-1)
+
+    @classmethod
+    def image_conditioned_texts(cls) -> bool:
+        """True where a text's embedding depends on the image (`candidates_for` overridden, as in CoCoOp)."""
+        return cls.candidates_for is not IALMethod.candidates_for
 
     def candidates_for(self, features: torch.Tensor) -> torch.Tensor:
         """The normalised candidate embeddings the images are ranked against: the cached [C, D] matrix, or
@@ -61,7 +75,7 @@ class IALMethod(Method):
         """Encode the images (and image-conditioned candidates), then cosine top-k over the candidates."""
         with torch.inference_mode():
             with clock.stage("encode"):
-                features = F.normalize(self.encode_images(batch.images.to(self.device)).float(), dim=-1)
+                features = self.embed_images(batch.images)
                 candidates = self.candidates_for(features)
             with clock.stage("search"):
                 similarity = (features @ candidates.T if candidates.dim() == 2
