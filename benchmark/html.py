@@ -76,11 +76,12 @@ def _links(runs: Sequence[LoadedRun], out_dir: Path) -> str:
             + "\n".join(items) + "</ul>")
 
 
-def protocol_section(name: str, runs: Sequence[LoadedRun], plots: Sequence[Path], out_dir: Path) -> str:
-    """The HTML of one protocol and preset: summary, tables, plots, run links."""
+def protocol_section(name: str, runs: Sequence[LoadedRun], plots: Sequence[Path], out_dir: Path,
+                     extra: Sequence[Any] = ()) -> str:
+    """The HTML of one protocol and preset: summary, tables (then `extra` ones), plots, run links."""
     results = [r.result for r in runs]
     parts = [f"<section><h2>{html.escape(heading(name, results))}</h2>", _summary(runs)]
-    parts += [table_html(t) for t in protocol_tables(results)]
+    parts += [table_html(t) for t in [*protocol_tables(results), *extra]]
     parts += [_image(p) for p in plots if p.suffix == ".png"]
     parts += [_links(runs, out_dir), "</section>"]
     return "\n".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -44,6 +45,11 @@ def apply_overrides(options: Any, overrides: dict[str, str], owner: str) -> Any:
             raise BenchmarkError(f"{owner}: unknown option {key!r}{hint} (options: {', '.join(sorted(fields)) or 'none'})")
         values[key] = coerce(raw, hints[key], key, owner)
     return dataclasses.replace(options, **values)
+
+
+def spec_slug(spec: str) -> str:
+    """A path-safe form of a `name:key=value` spec, e.g. `tiny:seed=1` -> `tiny_seed-1`."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", spec.replace(":", "_").replace("=", "-"))
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, str]]:

@@ -6,11 +6,16 @@ import copy
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from benchmark.dataset import Dataset, Problem
 from benchmark.errors import BenchmarkError
 from benchmark.options import parse_spec
+
+if TYPE_CHECKING:
+    from benchmark.geocoder import NamedWays
 
 PRESETS = ("smoke", "default", "paper")
 
@@ -61,9 +66,19 @@ class Protocol(ABC):
         """Every option given on the command line (results record these; the report labels by them)."""
         return {**self.overrides, **({"coverage": f"{self.coverage:g}"} if self.coverage != 1 else {})}
 
+    def query_groups(self, dataset: Dataset) -> dict[str, np.ndarray]:
+        """Named subsets of the queries (boolean masks) that results also score alone, e.g. each city of a joint
+        protocol; none by default."""
+        return {}
+
     def record(self, preset: str) -> dict[str, Any]:
         """What results store about the protocol besides name, version and data hash."""
         return {}
+
+    def named_ways(self, root: Path) -> NamedWays | None:
+        """The named ways, junctions and neighbourhood places of the map the dataset at root was made from (what a
+        public reverse-geocoding service knows, for `geocoder=streetnames`); None when there is no such map."""
+        return None
 
     def build(self, root: Path, preset: str, progress: bool = True) -> None:
         """Write the dataset under root (generated protocols only)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from benchmark.coverage import coverage_table, plot_coverage, split_coverage
 from benchmark.errors import BenchmarkError
+from benchmark.query_groups import groups_table
 from benchmark.results import LoadedRun, RunResult, TrainingInfo, load_results
 from benchmark.tables import Cell, Table, seeds_cell, to_latex, to_markdown
 
@@ -212,6 +213,39 @@ def pipeline_table(groups: dict[str, list[RunResult]]) -> Table | None:
                  notes=_missing(groups, lambda n: _through_coordinates(n, _family(n))))
 
 
+GEOCODER_OPTIONS = frozenset({"geocoder", "gps_noise_m", "map"})
+GEOCODERS = ("gazetteer", "streetmap", "streetnames")
+
+
+def geocoder_table(groups: dict[str, list[RunResult]]) -> Table | None:
+    """Table 6 by geocoder: SSA-1 of each method that geocodes coordinates (and oracle-gps) with each reverse
+    geocoder, with and without GPS noise, one column per (geocoder, σ) found; None unless some method ran
+    with two settings or more."""
+    cells: dict[str, dict[tuple[str, float], list[RunResult]]] = {}
+    for runs in groups.values():
+        method = runs[0].method
+        if not (_through_coordinates(method.name, method.family) or method.name == "oracle-gps"):
+            continue
+        if not set(method.overrides) <= GEOCODER_OPTIONS or "geocoder" not in method.options:
+            continue
+        setting = (str(method.options["geocoder"]), float(method.options.get("gps_noise_m", 0.0)))
+        cells.setdefault(method.name, {})[setting] = runs
+    if not any(len(v) > 1 for v in cells.values()):
+        return None
+    settings = sorted({s for v in cells.values() for s in v},
+                      key=lambda s: (s[1], GEOCODERS.index(s[0]) if s[0] in GEOCODERS else len(GEOCODERS), s[0]))
+    rows = [(name, [_metric(v[s], "ssa@1") if s in v else Cell(None) for s in settings])
+            for name, v in cells.items()]
+    columns = [geocoder if noise == 0 else f"{geocoder}, σ {noise:g} m" for geocoder, noise in settings]
+    return Table("geocoders", f"Table 6 by geocoder: SSA-1 of image → GPS → address ({INTERVALS})", columns, rows,
+                 better={c: "high" for c in columns},
+                 notes=["gazetteer: the nearest labelled train/database images (knows the benchmark's labels); "
+                        "streetmap: the nearest sub-street geometry (knows the partition); streetnames: only the "
+                        "map's named ways, junctions and places, its answer matched to a candidate by name (what a "
+                        "public reverse geocoder knows). σ: Gaussian GPS error per axis on the database "
+                        "coordinates (retrieval) or the query's (oracle-gps)."])
+
+
 def _through_coordinates(name: str, family: str | None) -> bool:
     """Retrieval and geocell methods: they predict coordinates, then reverse-geocode them (Table 6's rows)."""
     return family == "retrieval" or (family == "classification" and name not in DIRECT_CLASSIFIERS)
@@ -316,7 +350,7 @@ def protocol_tables(all_runs: Sequence[RunResult]) -> list[Table]:
     """Every table that has runs for one protocol and preset, in report order; references are never bold."""
     groups = by_method(all_runs)
     tables = [accuracy_table(groups), ial_table(groups), ablation_table(groups), towers_table(groups),
-              backbone_table(groups), pipeline_table(groups),
+              backbone_table(groups), pipeline_table(groups), geocoder_table(groups),
               cost_table(groups), localization_table(groups), training_table(groups), seed_table(groups)]
     # Row labels with and without the seed count: tables differ in which they show.
     references = frozenset(shown for label, runs in groups.items() if runs[0].method.family == "reference"
@@ -370,6 +404,7 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
     if unknown:
         raise BenchmarkError(f"--format {','.join(unknown)}: choose from {','.join(FORMATS)}")
     groups, curves = split_coverage(current_runs(load_results(results_dir)))
+    everything = dict(groups)  # a joint protocol's groups are compared with their own protocols' runs
     if protocol is not None:
         groups = {k: v for k, v in groups.items() if k[0].split(":")[0] == protocol}
         curves = {k: v for k, v in curves.items() if k[0].split(":")[0] == protocol}
@@ -383,6 +418,10 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
     for (name, preset), runs in sorted(groups.items(), key=lambda kv: (":" in kv[0][0], kv[0])):
         results = [run.result for run in runs]
         text = render_protocol(name, results)
+        alone = {label: members for (label, p), members in everything.items() if p == preset}
+        grouped = groups_table(name, runs, alone)
+        if grouped is not None:
+            text += f"\n### {grouped.title}\n\n{to_markdown(grouped)}\n"
         stem = _stem(name, preset)
         texts.append(text)
         if "md" in formats:
@@ -400,7 +439,7 @@ def write_report(results_dir: Path, out_dir: Path, protocol: str | None = None,
         if "html" in formats:
             from benchmark.html import protocol_section
 
-            sections.append(protocol_section(name, runs, plots, out_dir))
+            sections.append(protocol_section(name, runs, plots, out_dir, [grouped] if grouped else []))
     for (name, preset), shares in sorted(curves.items()):  # coverage variants: one table and curve per base
         table = coverage_table(name, shares)
         text = f"## {table.title} (preset {preset})\n\n{to_markdown(table)}\n"

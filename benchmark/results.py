@@ -268,6 +268,23 @@ class MethodInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueryGroup:
+    """The metrics of one named subset of the queries (`result.query_groups`, e.g. one city of a joint protocol)."""
+
+    n_queries: int
+    metrics: dict[str, float | None]
+    ci95: dict[str, tuple[float, float] | None]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ci95", {k: None if v is None else tuple(v) for k, v in self.ci95.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, keys as in result.json."""
+        return {"n_queries": self.n_queries, "metrics": dict(self.metrics),
+                "ci95": {k: None if v is None else list(v) for k, v in self.ci95.items()}}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainingInfo:
     """What training produced the evaluated state (`result.training`; null for methods that do not train)."""
 
@@ -457,6 +474,7 @@ class RunResult:
     k: int
     created: str  # ISO 8601, UTC
     training: TrainingInfo | None
+    query_groups: dict[str, QueryGroup] | None = None  # per named query subset (schema 1.3; null: none)
 
     def __post_init__(self) -> None:
         ci = {key: None if pair is None else tuple(pair) for key, pair in self.ci95.items()}
@@ -477,6 +495,8 @@ class RunResult:
             "k": self.k,
             "created": self.created,
             "training": None if self.training is None else self.training.to_json(),
+            "query_groups": None if self.query_groups is None else {k: g.to_json()
+                                                                   for k, g in self.query_groups.items()},
         }
 
     @classmethod
@@ -493,23 +513,7 @@ class RunResult:
         data = migrate(data, source)  # then keys are checked in document order: the first bad one is named
         protocol = ProtocolInfo._read(c, c.obj(data, "", "protocol"), "protocol")
         method = MethodInfo._read(c, c.obj(data, "", "method"), "method")
-        metrics: dict[str, float | None] = {}
-        for key, value in c.obj(data, "", "metrics").items():
-            metrics[key] = c.as_number(value, f"metrics.{key}", null=True)
-        for key in REQUIRED_METRICS:
-            c.value(metrics, "metrics", key)
-        ci95: dict[str, tuple[float, float] | None] = {}
-        for key, pair in c.obj(data, "", "ci95").items():
-            path = f"ci95.{key}"
-            if pair is None:
-                ci95[key] = None
-                continue
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                c.fail(path, f"must be [low, high] or null, got {_shown(pair)}")
-            low, high = c.as_number(pair[0], f"{path}[0]"), c.as_number(pair[1], f"{path}[1]")
-            if low > high:
-                c.fail(path, f"must have low <= high, got [{low}, {high}]")
-            ci95[key] = (low, high)
+        metrics, ci95 = _scores(c, data, "")
         cost = Cost._read(c, c.obj(data, "", "cost"), "cost")
         env = c.obj(data, "", "env")
         git_rev = c.string(data, "", "git_rev", null=True)
@@ -522,9 +526,40 @@ class RunResult:
         if when.utcoffset() is None or when.utcoffset().total_seconds() != 0:
             c.fail("created", f"must be a UTC time with its offset (+00:00), got {_shown(created)}")
         training = c.obj(data, "", "training", null=True)
+        groups = c.obj(data, "", "query_groups", null=True, optional=True)  # absent: no groups
+        query_groups = None if groups is None else {
+            name: QueryGroup(n_queries=c.integer(c.as_obj(g, f"query_groups.{name}"), f"query_groups.{name}",
+                                                 "n_queries"),
+                             **dict(zip(("metrics", "ci95"), _scores(c, g, f"query_groups.{name}"))))
+            for name, g in groups.items()}
         return cls(schema_version=data["schema_version"], protocol=protocol, method=method, metrics=metrics,
                    ci95=ci95, cost=cost, env=env, git_rev=git_rev, seed=seed, k=k, created=created,
-                   training=None if training is None else TrainingInfo._read(c, training, "training"))
+                   training=None if training is None else TrainingInfo._read(c, training, "training"),
+                   query_groups=query_groups)
+
+
+def _scores(c: _Check, data: Mapping[str, Any], base: str
+            ) -> tuple[dict[str, float | None], dict[str, tuple[float, float] | None]]:
+    """`metrics` (every required key, numbers or null) and `ci95` ([low, high] with low <= high, or null) under
+    `base`."""
+    metrics: dict[str, float | None] = {}
+    for key, value in c.obj(data, base, "metrics").items():
+        metrics[key] = c.as_number(value, f"{_join(base, 'metrics')}.{key}", null=True)
+    for key in REQUIRED_METRICS:
+        c.value(metrics, _join(base, "metrics"), key)
+    ci95: dict[str, tuple[float, float] | None] = {}
+    for key, pair in c.obj(data, base, "ci95").items():
+        path = f"{_join(base, 'ci95')}.{key}"
+        if pair is None:
+            ci95[key] = None
+            continue
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            c.fail(path, f"must be [low, high] or null, got {_shown(pair)}")
+        low, high = c.as_number(pair[0], f"{path}[0]"), c.as_number(pair[1], f"{path}[1]")
+        if low > high:
+            c.fail(path, f"must have low <= high, got [{low}, {high}]")
+        ci95[key] = (low, high)
+    return metrics, ci95
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -566,9 +601,10 @@ def migrate_1_1_to_1_2(data: dict[str, Any]) -> dict[str, Any]:
 
 def migrate_1_2_to_1_3(data: dict[str, Any]) -> dict[str, Any]:
     """1.2 -> 1.3: add `cost.search_bytes` (null: older runs recorded only the storage parts, whose `database`
-    also holds coordinates and cell tables, so the search structure alone is not recoverable). Returns a new
-    dict."""
+    also holds coordinates and cell tables, so the search structure alone is not recoverable) and
+    `query_groups` (null: no protocol had query groups before). Returns a new dict."""
     out = dict(data)
+    out.setdefault("query_groups", None)
     if isinstance(out.get("cost"), dict):
         out["cost"] = {**out["cost"], "search_bytes": out["cost"].get("search_bytes")}
     out["schema_version"] = "1.3"

@@ -39,6 +39,7 @@ from benchmark.results import (
     MethodInfo,
     ProtocolInfo,
     Provenance,
+    QueryGroup,
     RunResult,
     Storage,
     Timing,
@@ -290,9 +291,19 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
     predicted_utm = None
     if all(p.utm is not None for p in predictions):
         predicted_utm = np.array([p.utm for p in predictions], np.float64)
-    metrics, ci = summarize([p.topk for p in predictions], list(queries.address), retrieved=retrieved,
-                            positives=positives, predicted_utm=predicted_utm, true_utm=true_utm,
-                            n_boot=spec.n_boot, seed=spec.seed)
+    def scored(idx: np.ndarray) -> tuple[dict[str, float | None], dict[str, list[float] | None]]:
+        """The metrics of the queries `idx` (all of them, or one of the protocol's query groups)."""
+        return summarize([predictions[i].topk for i in idx], [truth_address[i] for i in idx],
+                         retrieved=None if retrieved is None else retrieved[idx],
+                         positives=None if positives is None else [positives[i] for i in idx],
+                         predicted_utm=None if predicted_utm is None else predicted_utm[idx],
+                         true_utm=true_utm[idx], n_boot=spec.n_boot, seed=spec.seed)
+
+    truth_address = list(queries.address)
+    metrics, ci = scored(np.arange(n))
+    groups = {name: QueryGroup(n_queries=int(mask.sum()), metrics=m, ci95=c)
+              for name, mask in protocol.query_groups(dataset).items()
+              for m, c in [scored(np.flatnonzero(mask))]} or None
 
     footprint = method.footprint()
     created = now_utc()
@@ -323,6 +334,7 @@ def run_method(protocol: Protocol, dataset: Dataset, cls: type[Method], options:
         k=spec.k,
         created=created.isoformat(),
         training=training,
+        query_groups=groups,
     )
     rows = []
     for (image, address), p in zip(zip(rel_paths, queries.address), predictions):

@@ -1,14 +1,28 @@
-"""Reference methods: the oracle (true GPS -> gazetteer) and the frequency prior."""
+"""Reference methods: the oracle (true GPS -> geocoder) and the frequency prior."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import ClassVar
 
 from benchmark.dataset import Dataset
-from benchmark.geocoder import Gazetteer, gazetteer_for
+from benchmark.errors import BenchmarkError
+from benchmark.geocoder import gps_noise
 from benchmark.measure import StageClock
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
+from methods.retrieval import Geocoder, make_geocoder
+
+
+@dataclass(frozen=True)
+class OracleOptions:
+    """The geocoder the true coordinates go through (as for the retrieval pipeline), and GPS noise on them."""
+
+    geocoder: str = "gazetteer"  # gazetteer | streetmap | streetnames (methods.retrieval.make_geocoder)
+    map: str = ""  # geocoder=streetnames on a dataset without a map: a local OpenStreetMap .osm.pbf
+    # σ (m, per axis) of Gaussian error on each query's true GPS (seeded by --seed): the ceiling of a pipeline
+    # whose retrieval is perfect but whose database GPS tags are as noisy as a phone's.
+    gps_noise_m: float = 0.0
 
 
 class OracleGPS(Method):
@@ -16,23 +30,27 @@ class OracleGPS(Method):
 
     name = "oracle-gps"
     family = "reference"
+    Options = OracleOptions
     needs_images: ClassVar[bool] = False
     sees_true_coordinates: ClassVar[bool] = True
 
     def prepare(self, dataset: Dataset) -> None:
-        """Build the gazetteer of train ∪ database."""
-        self.gazetteer: Gazetteer = gazetteer_for(dataset)
+        """Build the geocoder (default: the gazetteer of train ∪ database)."""
+        if not 0 <= self.options.gps_noise_m < float("inf"):
+            raise BenchmarkError(f"{self.name}: gps_noise_m={self.options.gps_noise_m}; give a σ in metres ≥ 0")
+        self.geocoder: Geocoder = make_geocoder(dataset, self.options.geocoder, self.options.map)
 
     def predict(self, batch: QueryBatch, k: int, clock: StageClock) -> list[Prediction]:
-        """Reverse-geocode the true coordinates."""
+        """Reverse-geocode the true coordinates (with their GPS error, if any); they are the predicted position."""
+        utm = gps_noise(batch.true_utm, self.options.gps_noise_m, self.ctx.seed, "queries")
         with clock.stage("geocode"):
-            ranked = self.gazetteer.lookup(batch.true_utm, k)
+            ranked = self.geocoder.lookup(utm, k)
         return [Prediction([a for a, _ in r], [-d for _, d in r], (float(u[0]), float(u[1])))
-                for r, u in zip(ranked, batch.true_utm)]
+                for r, u in zip(ranked, utm)]
 
     def footprint(self) -> Footprint:
-        """Only the gazetteer (which it searches)."""
-        return Footprint(map=self.gazetteer.nbytes, search=self.gazetteer.nbytes)
+        """Only the geocoder's map (which it searches)."""
+        return Footprint(map=self.geocoder.nbytes, search=self.geocoder.nbytes)
 
 
 class Prior(Method):

@@ -17,7 +17,16 @@ from torch import nn
 from benchmark.dataset import Dataset
 from benchmark.distributed import barrier, secondary
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, street_map_for
+from benchmark.geocoder import (
+    Gazetteer,
+    StreetMap,
+    StreetNames,
+    gazetteer_for,
+    gps_noise,
+    labelled_points,
+    street_map_for,
+    street_names_for,
+)
 from benchmark.images import StoredRows, map_images
 from benchmark.measure import StageClock, module_bytes
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
@@ -36,7 +45,11 @@ class RetrievalOptions:
     rerank: int = 0  # IVF-PQ: re-rank rerank x search_depth approximate hits by exact inner product (0: none)
     shards: int = 1  # faiss.IndexShards of this many contiguous parts, searched in parallel threads
     store: str = "memory"  # database descriptors before indexing: memory | float32 | float16 (a file, streamed)
-    geocoder: str = "gazetteer"  # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry)
+    # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry) | streetnames (a public service's
+    # named ways and junctions, matched to the candidates by name: benchmark.geocoder.StreetNames)
+    geocoder: str = "gazetteer"
+    map: str = ""  # geocoder=streetnames on a dataset without a map of its own: a local OpenStreetMap .osm.pbf
+    gps_noise_m: float = 0.0  # σ (m, per axis) of Gaussian GPS error on the database coordinates (seeded by --seed)
 
 
 ADD_CHUNK = 65536  # rows converted to float32 and added at a time
@@ -124,16 +137,36 @@ def index_to_device(index: faiss.Index, device: torch.device) -> faiss.Index:
     return index
 
 
-def make_geocoder(dataset: Dataset, name: str) -> Gazetteer | StreetMap:
-    """The reverse geocoder named by the `geocoder` option."""
+GEOCODERS = ("gazetteer", "streetmap", "streetnames")
+MAP_COVERAGE_M = 100.0  # a user-supplied map whose streets lie farther than this from the images is the wrong one
+Geocoder = Gazetteer | StreetMap | StreetNames
+
+
+def make_geocoder(dataset: Dataset, name: str, map_path: str = "") -> Geocoder:
+    """The reverse geocoder named by the `geocoder` option; `map_path` (the `map` option) is a local OpenStreetMap
+    extract for `streetnames` on a dataset whose protocol has no map (checked to cover the dataset)."""
+    if map_path and name != "streetnames":
+        raise BenchmarkError(f"map={map_path}: only geocoder=streetnames reads a map (geocoder={name!r})")
     if name == "gazetteer":
         return gazetteer_for(dataset)
     if name == "streetmap":
         return street_map_for(dataset)
-    raise BenchmarkError(f"geocoder={name!r}: use gazetteer or streetmap")
+    if name == "streetnames":
+        if not map_path:
+            return street_names_for(dataset)
+        from protocols.city.streetnames import read_named_ways
+
+        geocoder = street_names_for(dataset, read_named_ways(map_path))
+        utm = labelled_points(dataset)[0]
+        off = geocoder.coverage(utm[::max(1, len(utm) // 500)])
+        if off > MAP_COVERAGE_M:
+            raise BenchmarkError(f"map={map_path}: does not cover {dataset.name} (its labelled images lie a median "
+                                 f"{off:.0f} m from the nearest named way; is it the right city?)")
+        return geocoder
+    raise BenchmarkError(f"geocoder={name!r}: use one of {', '.join(GEOCODERS)}")
 
 
-def geocode_ranked(geocoder: Gazetteer | StreetMap, coords: np.ndarray, scores: list[float], k: int
+def geocode_ranked(geocoder: Geocoder, coords: np.ndarray, scores: list[float], k: int
                    ) -> tuple[list[str], list[float]]:
     """k distinct addresses from ranked coordinates [M, 2] with their scores: each position reverse-geocoded in
     rank order and de-duplicated (an address keeps the score of the first position that gave it); if fewer
@@ -159,8 +192,10 @@ class RetrievalMethod(Method):
 
     Addresses: each retrieved image's coordinates are reverse-geocoded in rank order and de-duplicated,
     each address scored by the similarity of the first image that gave it; if fewer than k distinct
-    addresses result, the list is filled with the gazetteer's next-nearest addresses around the top-1
-    coordinates (scored like the last retrieved image, keeping their distance order).
+    addresses result, the list is filled with the geocoder's next-nearest addresses around the top-1
+    coordinates (scored like the last retrieved image, keeping their distance order). With `gps_noise_m` the
+    database coordinates carry a seeded GPS error (`benchmark.geocoder.gps_noise`), as real photo tags do; the
+    geocoder's map and the Recall@N ground truth stay exact.
     """
 
     family = "retrieval"
@@ -176,10 +211,12 @@ class RetrievalMethod(Method):
         return self.encoder(images.to(self.ctx.device)).float().cpu().numpy()
 
     def prepare(self, dataset: Dataset) -> None:
-        """Build the encoder, index the database and build the gazetteer."""
+        """Build the geocoder and the encoder, index the database, and take the database's (noisy) GPS."""
         if self.options.search_depth < 10:
             raise BenchmarkError(f"{self.name}: search_depth must be at least 10 (Recall@10)")
-        self.geocoder: Gazetteer | StreetMap = make_geocoder(dataset, self.options.geocoder)
+        if not 0 <= self.options.gps_noise_m < float("inf"):
+            raise BenchmarkError(f"{self.name}: gps_noise_m={self.options.gps_noise_m}; give a σ in metres ≥ 0")
+        self.geocoder: Geocoder = make_geocoder(dataset, self.options.geocoder, self.options.map)
         if self.options.store not in STORES:
             raise BenchmarkError(f"{self.name}: store={self.options.store!r}; use one of {', '.join(STORES)}")
         self.encoder = self.build_encoder(dataset).to(self.ctx.device).eval()
@@ -190,7 +227,8 @@ class RetrievalMethod(Method):
             if not secondary():
                 descriptors.delete()
         self.searcher = index_to_device(self.index, self.ctx.device)
-        self.database_utm = dataset.utm("database")
+        # The GPS tags of the database photos, noisy as a phone's when gps_noise_m > 0 (the geocoder's map is not).
+        self.database_utm = gps_noise(dataset.utm("database"), self.options.gps_noise_m, self.ctx.seed, "database")
         self.depth = min(self.options.search_depth, self.index.ntotal)
 
     def database_descriptors(self, dataset: Dataset, positions: Sequence[int] | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "helsinki": ("protocols.city.protocol:HELSINKI",
                  "central Helsinki from OpenStreetMap, rendered into street views (the embedded default)"),
     "kotka": ("protocols.city.protocol:KOTKA", "Kotka from OpenStreetMap, rendered (a second city)"),
+    "joint": ("protocols.joint:JOINT", "Helsinki + Kotka as one dataset (joint training; scored per city too)"),
     "tiny": ("protocols.tiny:TINY", "a few hundred generated images on a synthetic street grid (tests, smoke runs)"),
 }
 

@@ -9,8 +9,10 @@ position jitter and stronger JPEG compression.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,9 @@ from protocols.generated import (
     write_annotations,
 )
 from protocols.vpr_names import format_vpr_name
+
+if TYPE_CHECKING:
+    from benchmark.geocoder import NamedWays
 
 EW_STREETS = ("First Street", "Second Street", "Third Street")
 NS_STREETS = ("Maple Avenue", "Oak Avenue", "Pine Avenue")
@@ -173,6 +178,31 @@ class TinyProtocol(GeneratedProtocol):
                 bar.update()
         bar.close()
         write_annotations(folder, self.prefix, annotations)
+
+    def named_ways(self, root: Path) -> NamedWays:
+        """The grid's six streets as named ways (a real geocoder's view: no sub-streets), with one place node per
+        neighbourhood placed so that their Voronoi boundary is the grid's west/east line (x < block_m is Westend)."""
+        from protocols.city.osm import CityMap, Place, StreetWay
+        from protocols.city.streetnames import named_ways
+
+        spec = root / "generator.json"
+        opts = TinyOptions(**json.loads(spec.read_text())["options"]) if spec.is_file() else TinyOptions()
+        x0, y0 = ORIGIN
+        far = (len(EW_STREETS) - 1) * opts.block_m + opts.dead_end_m
+        near = -opts.dead_end_m
+        streets = []
+        for i, name in enumerate(EW_STREETS):
+            y = y0 + i * opts.block_m
+            streets.append(StreetWay(i + 1, name, "residential", np.array([[x0 + near, y], [x0 + far, y]])))
+        for i, name in enumerate(NS_STREETS):
+            x = x0 + i * opts.block_m
+            streets.append(StreetWay(i + 11, name, "residential", np.array([[x, y0 + near], [x, y0 + far]])))
+        # Sites 1 km either side of x = block_m - 1 cm: a point on the middle avenue (x = block_m) is Eastside.
+        boundary, mid_y = x0 + opts.block_m - 0.01, y0 + opts.block_m
+        places = [Place("Westend", "neighbourhood", (boundary - 1000.0, mid_y)),
+                  Place("Eastside", "neighbourhood", (boundary + 1000.0, mid_y))]
+        bounds = (x0 + near, y0 + near, x0 + far, y0 + far)
+        return named_ways(CityMap("tiny", 32600 + ZONE, ZONE, BAND, streets, [], np.zeros((0, 2)), places, bounds))
 
 
 TINY = TinyProtocol()

