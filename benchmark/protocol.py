@@ -15,7 +15,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.options import parse_spec
 
 if TYPE_CHECKING:
-    from benchmark.geocoder import NamedWays
+    from benchmark.streetnames import NamedWays
 
 PRESETS = ("smoke", "default", "paper")
 

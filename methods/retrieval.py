@@ -17,20 +17,12 @@ from torch import nn
 from benchmark.dataset import Dataset
 from benchmark.distributed import barrier, secondary
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import (
-    Gazetteer,
-    StreetMap,
-    StreetNames,
-    gazetteer_for,
-    gps_noise,
-    labelled_points,
-    street_map_for,
-    street_names_for,
-)
+from benchmark.geocoder import Gazetteer, StreetMap, gazetteer_for, gps_noise, labelled_points, street_map_for
 from benchmark.images import StoredRows, map_images
 from benchmark.measure import StageClock, module_bytes
 from benchmark.method import Footprint, Method, Prediction, QueryBatch
 from benchmark.protocol import cache_root
+from benchmark.streetnames import StreetNames, street_names_for
 
 
 @dataclass(frozen=True)
@@ -46,7 +38,7 @@ class RetrievalOptions:
     shards: int = 1  # faiss.IndexShards of this many contiguous parts, searched in parallel threads
     store: str = "memory"  # database descriptors before indexing: memory | float32 | float16 (a file, streamed)
     # gazetteer (nearest labelled points) | streetmap (nearest sub-street geometry) | streetnames (a public service's
-    # named ways and junctions, matched to the candidates by name: benchmark.geocoder.StreetNames)
+    # named ways and junctions, matched to the candidates by name: benchmark.streetnames.StreetNames)
     geocoder: str = "gazetteer"
     map: str = ""  # geocoder=streetnames on a dataset without a map of its own: a local OpenStreetMap .osm.pbf
     gps_noise_m: float = 0.0  # σ (m, per axis) of Gaussian GPS error on the database coordinates (seeded by --seed)

@@ -29,7 +29,7 @@ from protocols.generated import (
 from protocols.vpr_names import format_vpr_name
 
 if TYPE_CHECKING:
-    from benchmark.geocoder import NamedWays
+    from benchmark.streetnames import NamedWays
 
 EW_STREETS = ("First Street", "Second Street", "Third Street")
 NS_STREETS = ("Maple Avenue", "Oak Avenue", "Pine Avenue")

@@ -11,8 +11,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import NamedWays, StreetAnswer, StreetNames, protocol_named_ways
 from benchmark.results import RESULT_FILE
+from benchmark.streetnames import NamedWays, StreetAnswer, StreetNames, protocol_named_ways
 from protocols.city.osm import CityMap, Place, StreetWay
 from protocols.city.streetnames import named_ways
 

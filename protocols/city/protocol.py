@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from benchmark.address import parse_address
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import NamedWays
+from benchmark.streetnames import NamedWays
 from protocols.city.captions import Captioner
 from protocols.city.card import write_card
 from protocols.city.osm import CityMap, StreetWay, geometry_parts, load_city

@@ -1,6 +1,6 @@
 """What a public reverse-geocoding service knows of an OpenStreetMap city: its named ways, their junctions and
 the place nodes naming neighbourhoods — built with the partition's own street merging, junction finding and
-neighbourhood cells, and nothing of its sub-streets (`benchmark.geocoder.StreetNames` matches the answers to
+neighbourhood cells, and nothing of its sub-streets (`benchmark.streetnames.StreetNames` matches the answers to
 candidate addresses by name)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import shapely
 
 from benchmark.errors import BenchmarkError
-from benchmark.geocoder import NamedWays
+from benchmark.streetnames import NamedWays
 from protocols.city.osm import STREET_HIGHWAYS, CityMap, load_city
 from protocols.city.partition import _hits, _main_streets, _Neighbourhoods
 
