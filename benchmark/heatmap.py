@@ -155,7 +155,7 @@ def matching_streets(text: str, addresses: Sequence[str]) -> tuple[list[str], st
     for words, matches in READINGS:
         hits = sorted({a for a, p in parsed if matches(a, p, t)})
         if hits:
-            return hits, words.format(n=len(hits))
+            return hits, words.format(n=len(hits)).replace("the 1 sub-streets", "the one sub-street")
     return [], ""
 
 
