@@ -68,11 +68,16 @@ def _by_variant(runs: Sequence[LoadedRun]) -> dict[str, LoadedRun]:
     return out
 
 
+def _thinned(per_share: dict[float, dict[str, LoadedRun]]) -> list[str]:
+    """The method variants run at some share below 100 % (the base protocol's other runs stay out)."""
+    return list(dict.fromkeys(label for share, runs in per_share.items() if share < 1 for label in runs))
+
+
 def coverage_table(base: str, shares: dict[float, list[LoadedRun]]) -> Table:
     """SSA@1 [95 % CI] of every method variant at every share, and the share of its full SSA@1 kept at the
     smallest share (paired bootstrap interval over queries)."""
     per_share = {share: _by_variant(runs) for share, runs in shares.items()}
-    labels = list(dict.fromkeys(label for runs in per_share.values() for label in runs))
+    labels = _thinned(per_share)
     smallest = min(shares)
     rows = []
     for label in labels:
@@ -105,7 +110,7 @@ def plot_coverage(base: str, shares: dict[float, list[LoadedRun]], out_dir: Path
     @_themed
     def draw() -> list[Path]:
         per_share = {share: _by_variant(runs) for share, runs in shares.items()}
-        labels = list(dict.fromkeys(label for runs in per_share.values() for label in runs))
+        labels = _thinned(per_share)
         fig, (ax,) = _figure(width=5.6, height=4.2)
         for label in labels:
             xs, ys, lo, hi = [], [], [], []

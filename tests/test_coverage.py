@@ -48,8 +48,8 @@ def test_every_protocol_takes_coverage_and_records_it():
 
 def test_runs_at_two_shares_give_one_coverage_table_and_curve(tmp_path, capsys):
     out = tmp_path / "results"
-    for protocol in ("tiny:coverage=0.5", "tiny"):
-        assert main(["run", "-q", "--protocol", protocol, "--methods", "prior,tiny-images", "--preset", "smoke",
+    for protocol, methods in (("tiny:coverage=0.5", "prior,tiny-images"), ("tiny", "prior,tiny-images,oracle-gps")):
+        assert main(["run", "-q", "--protocol", protocol, "--methods", methods, "--preset", "smoke",
                      "--out", str(out), "--latency-queries", "2"]) == 0
     runs = {(r.result.protocol.overrides.get("coverage"), r.result.method.name): r for r in load_results(out)}
     half, whole = runs[("0.5", "tiny-images")], runs[(None, "tiny-images")]
@@ -64,6 +64,7 @@ def test_runs_at_two_shares_give_one_coverage_table_and_curve(tmp_path, capsys):
     assert main(["report", "-q", "--results", str(out), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "tiny-smoke-coverage.md").read_text()
     assert "| Method | 50 % | 100 % | Kept at 50 % (%) |" in text
+    assert "| tiny-images |" in text and "oracle-gps" not in text  # run at 100 % only: not part of the curve
     assert (tmp_path / "rep" / "tiny-smoke-coverage.png").is_file()
     assert not (tmp_path / "rep" / "tiny_coverage-0.5-smoke.md").exists()  # no full section per share
     assert "Coverage on tiny" in (tmp_path / "rep" / "report.html").read_text()
