@@ -4,7 +4,6 @@ curve. The share's 100 % point is the base protocol's own run of the same method
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,16 +57,6 @@ def kept_share(part: LoadedRun, whole: LoadedRun, n_boot: int = N_BOOT, seed: in
     return ratio, (float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5)))
 
 
-def _by_variant(runs: Sequence[LoadedRun]) -> dict[str, LoadedRun]:
-    """Each method variant's lowest-seed run."""
-    from benchmark.report import run_label
-
-    out: dict[str, LoadedRun] = {}
-    for run in sorted(runs, key=lambda r: r.result.seed):
-        out.setdefault(run_label(run), run)
-    return out
-
-
 def _thinned(per_share: dict[float, dict[str, LoadedRun]]) -> list[str]:
     """The method variants run at some share below 100 % (the base protocol's other runs stay out)."""
     return list(dict.fromkeys(label for share, runs in per_share.items() if share < 1 for label in runs))
@@ -76,7 +65,9 @@ def _thinned(per_share: dict[float, dict[str, LoadedRun]]) -> list[str]:
 def coverage_table(base: str, shares: dict[float, list[LoadedRun]]) -> Table:
     """SSA@1 [95 % CI] of every method variant at every share, and the share of its full SSA@1 kept at the
     smallest share (paired bootstrap interval over queries)."""
-    per_share = {share: _by_variant(runs) for share, runs in shares.items()}
+    from benchmark.report import lowest_seed  # the report imports this module
+
+    per_share = {share: lowest_seed(runs) for share, runs in shares.items()}
     labels = _thinned(per_share)
     smallest = min(shares)
     rows = []
@@ -106,10 +97,11 @@ def coverage_table(base: str, shares: dict[float, list[LoadedRun]]) -> Table:
 def plot_coverage(base: str, shares: dict[float, list[LoadedRun]], out_dir: Path, stem: str) -> list[Path]:
     """SSA@1 (with its interval) against the share of locations, one line per method variant (log2 x axis)."""
     from benchmark.plots import _figure, _themed, save_figure
+    from benchmark.report import lowest_seed
 
     @_themed
     def draw() -> list[Path]:
-        per_share = {share: _by_variant(runs) for share, runs in shares.items()}
+        per_share = {share: lowest_seed(runs) for share, runs in shares.items()}
         labels = _thinned(per_share)
         fig, (ax,) = _figure(width=5.6, height=4.2)
         for label in labels:

@@ -747,11 +747,9 @@ def training_curves(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots
 @_themed
 def backbones(runs: Sequence[LoadedRun], out_dir: Path, stem: str = "plots") -> list[Path]:
     """SSA@1 (with its interval) of each image tower of an IAL method against its weights and its encode time."""
-    from benchmark.report import backbone_groups
+    from benchmark.report import backbone_groups, lowest_seed
 
-    lowest: dict[str, LoadedRun] = {}
-    for run in sorted(runs, key=lambda r: r.result.seed):
-        lowest.setdefault(run_label(run), run)
+    lowest = lowest_seed(runs)
     loaded = {id(run.result): run for run in lowest.values()}
     study = backbone_groups({label: [run.result] for label, run in lowest.items()})
     if not study:

@@ -37,12 +37,9 @@ def paired_difference(joint: dict[str, bool], alone: dict[str, bool], prefix: st
 def groups_table(label: str, runs: list[LoadedRun], alone: dict[str, list[LoadedRun]]) -> Table | None:
     """Per method variant of a grouped protocol: each group's SSA-1 jointly and alone (the group's own protocol,
     same preset, same variant) and their difference with a paired bootstrap interval; None without groups."""
-    from benchmark.report import run_label
+    from benchmark.report import lowest_seed
 
-    lowest: dict[str, LoadedRun] = {}
-    for run in sorted(runs, key=lambda r: r.result.seed):
-        if run.result.query_groups:
-            lowest.setdefault(run_label(run), run)
+    lowest = lowest_seed([run for run in runs if run.result.query_groups])
     if not lowest:
         return None
     names = list(dict.fromkeys(g for run in lowest.values() for g in run.result.query_groups))
@@ -52,8 +49,7 @@ def groups_table(label: str, runs: list[LoadedRun], alone: dict[str, list[Loaded
         joint_hits = None
         for name in names:
             group = run.result.query_groups.get(name)
-            mine = next((r for r in sorted(alone.get(name, []), key=lambda r: r.result.seed)
-                         if run_label(r) == method), None)
+            mine = lowest_seed(alone.get(name, [])).get(method)
             cells.append(Cell(None) if group is None else
                          Cell(group.metrics["ssa@1"], ci=group.ci95.get("ssa@1"), digits=2))
             cells.append(Cell(None) if mine is None else

@@ -315,6 +315,14 @@ def localization_table(groups: dict[str, list[RunResult]]) -> Table | None:
                          "≤100 m": "high"})
 
 
+def lowest_seed(runs: Sequence[LoadedRun]) -> dict[str, LoadedRun]:
+    """Each method variant's (row label's) run of the lowest seed."""
+    out: dict[str, LoadedRun] = {}
+    for run in sorted(runs, key=lambda r: r.result.seed):
+        out.setdefault(run_label(run), run)
+    return out
+
+
 def by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     """The runs of each method variant, lowest seed first; variants in registry order (references, IAL,
     retrieval), then by label."""

@@ -12,28 +12,24 @@ from torch import nn
 
 from benchmark.errors import BenchmarkError
 
+
 # Small configs for training from scratch on a CPU. The vocabulary is CLIP's BPE (shipped in open_clip),
 # so the token embedding keeps its 49,408 rows; the image side is 4:3 like the embedded city's renders.
 # The "ial-r18" configs give CLIP the retrieval methods' image backbone (ResNet-18 cut after layer3, i.e. conv4,
 # at their input size) with GeM pooling and a linear projection, so the comparison measures the method.
+def _ial_r18(cut: str) -> dict[str, Any]:
+    """The ial-r18 config with its ResNet-18 image tower cut after `cut`."""
+    return {"embed_dim": 128,
+            "vision_cfg": {"resnet": "resnet18", "cut": cut, "image_size": [64, 88]},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3}}
+
+
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
-    "ial-r18": {
-        "embed_dim": 128,
-        "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [64, 88]},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-    },
+    "ial-r18": _ial_r18("layer3"),
     # The backbone study (the paper's Fig. 5): the same tower cut one stage earlier or later; from the Kotka
     # trunk, the shallower cut takes its stages up to layer2, the deeper one starts layer4 fresh.
-    "ial-r18-l2": {
-        "embed_dim": 128,
-        "vision_cfg": {"resnet": "resnet18", "cut": "layer2", "image_size": [64, 88]},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-    },
-    "ial-r18-l4": {
-        "embed_dim": 128,
-        "vision_cfg": {"resnet": "resnet18", "cut": "layer4", "image_size": [64, 88]},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
-    },
+    "ial-r18-l2": _ial_r18("layer2"),
+    "ial-r18-l4": _ial_r18("layer4"),
     "ial-r18-tiny": {
         "embed_dim": 64,
         "vision_cfg": {"resnet": "resnet18", "cut": "layer3", "image_size": [48, 64]},
