@@ -26,7 +26,11 @@ EXAMPLES = {
         "  python -m benchmark data build --protocol helsinki\n"
         "  python -m benchmark data card --protocol helsinki --out reports/helsinki\n"
         "  python -m benchmark data check --protocol pitts_ial --data-root ~/datasets/Pitts-IAL\n"
-        "  python -m benchmark data build --protocol helsinki:spacing_m=5,headings=4"
+        "  python -m benchmark data build --protocol helsinki:spacing_m=5,headings=4\n"
+        "  python -m benchmark data build --from-images ~/photos --map ~/maps/area.osm.pbf --out ~/datasets/mycity\n"
+        "  python -m benchmark data build --from-images ~/photos --csv ~/photos/gps.csv --map area.osm.pbf \\\n"
+        "      --out ~/datasets/mycity --options split=random,max_street_m=30,captions=empty\n"
+        "  python -m benchmark run --protocol ial --data-root ~/datasets/mycity"
     ),
     "report": ("examples:\n  python -m benchmark report --results results/ --out reports/\n"
                "  python -m benchmark report --format tex --protocol helsinki   # LaTeX tables only"),
@@ -111,7 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--protocol", default=None, help="protocol name (default: the embedded default)")
     data.add_argument("--preset", default="default", choices=PRESETS)
     data.add_argument("--data-root", type=Path, default=None)
-    data.add_argument("--out", type=Path, default=None, help="card: where to write it (default: <dataset>/card)")
+    data.add_argument("--out", type=Path, default=None,
+                      help="card: where to write it (default: <dataset>/card); build --from-images: the new dataset")
+    data.add_argument("--from-images", type=Path, default=None, metavar="DIR",
+                      help="build: an IAL dataset from this folder of geotagged photos (needs --map and --out)")
+    data.add_argument("--map", type=Path, default=None, metavar="PBF",
+                      help="build --from-images: the OpenStreetMap extract (.osm.pbf) of the photos' area")
+    data.add_argument("--csv", type=Path, default=None,
+                      help="build --from-images: photo positions (image,lat,lon or image,utm_east,utm_north,zone; "
+                           "optional heading, caption)")
+    data.add_argument("--options", default=None, metavar="KEY=VALUE,...",
+                      help="build --from-images: max_street_m, location_radius_m, split (auto|folders|random), "
+                           "captions (map|empty), images (link|copy), neighbourhoods (auto|admin|places), "
+                           "junction_merge_m, min_locations, spacing_m, margin_m, prefix, seed")
 
     report = add("report", "Markdown tables from result files")
     report.add_argument("--results", type=Path, default=Path("results"))
@@ -235,6 +251,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Build (generated protocols) or check a dataset; check prints counts and every problem."""
     from benchmark.protocol import resolve_protocol
 
+    own = (args.from_images, args.map, args.csv, args.options)
+    if args.action == "build" and args.from_images is not None:
+        return _build_from_images(args)
+    if any(v is not None for v in own):
+        raise BenchmarkError("--map, --csv and --options belong to `data build --from-images DIR --map PBF --out ROOT`")
     protocol = resolve_protocol(args.protocol or _default_protocol())
     if args.action == "card":
         if not hasattr(protocol, "write_card"):
@@ -267,6 +288,29 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"{errors} errors, {warnings} warnings")
     if errors:
         raise CheckFailed(f"{protocol.name}: dataset at {root} has {errors} errors (listed above)")
+    return 0
+
+
+def _build_from_images(args: argparse.Namespace) -> int:
+    """`data build --from-images DIR --map PBF --out ROOT`: build, print what was kept and left out, check it."""
+    from protocols.own_city import OWN_CITY, build_from_images, parse_options
+
+    if args.map is None or args.out is None:
+        raise BenchmarkError("data build --from-images DIR needs --map AREA.osm.pbf (the photos' OpenStreetMap "
+                             "extract) and --out ROOT (a new folder for the dataset)")
+    if args.protocol is not None or args.data_root is not None:
+        raise BenchmarkError("data build --from-images writes to --out; drop --protocol / --data-root (run it "
+                             "afterwards with --protocol ial --data-root ROOT)")
+    summary = build_from_images(args.from_images, args.map, args.out, args.csv, parse_options(args.options),
+                                progress=not args.quiet)
+    for line in summary.lines():
+        print(line)
+    dataset, _ = OWN_CITY.read(summary.root)
+    assert dataset is not None  # the build reads it back before moving it into place
+    for key, value in dataset.counts().items():
+        print(f"  {key:<24} {value}")
+    print(f"  {'data_hash':<24} {dataset.data_hash}")
+    print(f"run it: python -m benchmark run --protocol ial --data-root {summary.root}")
     return 0
 
 

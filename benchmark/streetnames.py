@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 from scipy.spatial import cKDTree
 
 from benchmark.address import normalize, parse_address
@@ -29,6 +30,9 @@ class NamedWays:
     ways: tuple[tuple[str, np.ndarray], ...]  # (street name, UTM polyline [n, 2]); a name may have many ways
     junctions: tuple[tuple[str, str, tuple[float, float]], ...]  # (street, cross street, UTM point on the street)
     places: tuple[tuple[str, tuple[float, float]], ...]  # (neighbourhood name, UTM point)
+    # (neighbourhood name, UTM shapely polygon): where given, a point lies in the area holding it (else the
+    # nearest area), as where the partition names neighbourhoods by administrative areas
+    areas: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,9 @@ class StreetNames:
         else:  # no place nodes: one unnamed neighbourhood, which matches no candidate's
             self._place_names, self._place_xy = [""], np.zeros((1, 2))
         self._places = cKDTree(self._place_xy)
+        self._area_names = [normalize(n) for n, _ in named.areas]
+        self._areas = shapely.STRtree([a for _, a in named.areas]) if named.areas else None
+        self._area_bytes = sum(shapely.get_coordinates(a).nbytes for _, a in named.areas)
         self.names: list[str] = sorted({normalize(a) for a in addresses})
         self._parsed = [parse_address(a) for a in self.names]
         self._width = max(1, max(len(p.cross_streets) for p in self._parsed))
@@ -163,7 +170,7 @@ class StreetNames:
         measures = sum(w.offset.nbytes for w in self._ways)
         junctions = sum(a.nbytes + xy.nbytes for a, xy in zip(self._junction_at.values(), self._junction_xy.values()))
         junction_names = sum(len(c.encode()) + 8 for names in self._junction_name.values() for c in names)
-        places = self._place_xy.nbytes + sum(len(n.encode()) for n in self._place_names)
+        places = self._place_xy.nbytes + sum(len(n.encode()) for n in self._place_names) + self._area_bytes
         candidates = sum(len(a.encode()) for a in self.names)
         return int(self._distances.nbytes + measures + junctions + junction_names + places + candidates)
 
@@ -179,10 +186,18 @@ class StreetNames:
             return []
         return [n for a, n in zip(at, names) if abs(a - at[j]) <= JUNCTION_SNAP_M]
 
+    def _neighbourhood(self, point: np.ndarray) -> str:
+        """The area holding the point (else the nearest) where areas are known, else the nearest place node's."""
+        if self._areas is None:
+            return self._place_names[int(self._places.query(point)[1])]
+        where = shapely.points(point)
+        inside = self._areas.query(where, predicate="intersects")
+        return self._area_names[int(np.min(inside if len(inside) else self._areas.query_nearest(where)))]
+
     def _reply(self, point: np.ndarray, street: int, distance: float) -> StreetAnswer:
         projected = [(self._ways[w].project(point), w) for w in self._street_ways[street]]
         (_, along, foot), w = min(projected, key=lambda h: (h[0][0], h[1]))
-        hood = self._place_names[int(self._places.query(foot)[1])]
+        hood = self._neighbourhood(foot)
         between: list[str] = []
         others: list[tuple[float, str]] = []
         if w in self._junction_at:

@@ -10,6 +10,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "kotka": ("protocols.city.protocol:KOTKA", "Kotka from OpenStreetMap, rendered (a second city)"),
     "joint": ("protocols.joint:JOINT", "Helsinki + Kotka as one dataset (joint training; scored per city too)"),
     "tiny": ("protocols.tiny:TINY", "a few hundred generated images on a synthetic street grid (tests, smoke runs)"),
+    "ial": ("protocols.own_city:OWN_CITY",
+            "a dataset you built with `data build --from-images` (or any IAL-format folder); needs --data-root"),
 }
 
 DEFAULT_PROTOCOL = "helsinki"

@@ -31,6 +31,8 @@ class Geotag:
     zone: int
     south: bool
     source: str  # name | exif | csv
+    heading: float | None = None  # degrees clockwise from north, where the name, EXIF or CSV gives one
+    caption: str | None = None  # the CSV's `caption` column, where it has one
 
 
 @dataclass
@@ -46,13 +48,23 @@ class Geotags:
                 for reason, files in self.left_out.items() if files]
 
 
-def to_utm(lat: float, lon: float, source: str) -> Geotag:
+def to_utm(lat: float, lon: float, source: str, heading: float | None = None, caption: str | None = None) -> Geotag:
     """A WGS84 position as UTM in its own zone."""
     if not (-80 <= lat <= 84 and -180 <= lon <= 180):
         raise ValueError(f"latitude {lat}, longitude {lon} is outside the UTM range")
     zone, _, epsg = utm_zone(lon, lat)
     east, north = Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
-    return Geotag(float(east), float(north), zone, lat < 0, source)
+    return Geotag(float(east), float(north), zone, lat < 0, source, heading, caption)
+
+
+def epsg_of(tag: Geotag) -> int:
+    """The EPSG code of a geotag's UTM zone (WGS84 / UTM north 326zz, south 327zz)."""
+    return (32700 if tag.south else 32600) + tag.zone
+
+
+def _optional(row: object, column: str) -> object:
+    value = getattr(row, column, None)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _degrees(value: object, ref: object) -> float:
@@ -72,7 +84,9 @@ def from_exif(path: Path) -> Geotag | None:
     lon = _degrees(gps[ExifTags.GPS.GPSLongitude], gps.get(ExifTags.GPS.GPSLongitudeRef, "E"))
     if not (math.isfinite(lat) and math.isfinite(lon)):
         return None
-    return to_utm(lat, lon, "exif")
+    direction = gps.get(ExifTags.GPS.GPSImgDirection)
+    heading = float(direction) % 360.0 if direction is not None and math.isfinite(float(direction)) else None
+    return to_utm(lat, lon, "exif", heading)
 
 
 def from_name(name: str) -> Geotag | None:
@@ -83,14 +97,15 @@ def from_name(name: str) -> Geotag | None:
     if parsed.utm_zone is None:
         return None
     zone, south = parsed.utm_zone
-    return Geotag(parsed.utm_east, parsed.utm_north, zone, south, "name")
+    return Geotag(parsed.utm_east, parsed.utm_north, zone, south, "name", parsed.heading)
 
 
 def read_csv(path: Path) -> dict[str, Geotag]:
     """image -> position from a CSV with the columns `image` and `lat`, `lon`, or `image`, `utm_east`,
-    `utm_north` and `zone` (e.g. `35N`, `35V`, or `35` with a `south` column); a bad file is one clear error."""
+    `utm_north` and `zone` (e.g. `35N`, `35V`, or `35` with a `south` column), and optionally `heading` (degrees
+    clockwise from north) and `caption`; a bad file is one clear error."""
     try:
-        table = pd.read_csv(path, dtype={"image": str})
+        table = pd.read_csv(path, dtype={"image": str, "caption": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise BenchmarkError(f"{path}: not a readable CSV ({e}); give columns image,lat,lon or "
                              "image,utm_east,utm_north,zone") from None
@@ -99,7 +114,10 @@ def read_csv(path: Path) -> dict[str, Geotag]:
     if {"image", "lat", "lon"} <= columns:
         for row in table.itertuples(index=False):
             try:
-                out[str(row.image)] = to_utm(float(row.lat), float(row.lon), "csv")
+                heading = _optional(row, "heading")
+                out[str(row.image)] = to_utm(float(row.lat), float(row.lon), "csv",
+                                             None if heading is None else float(heading) % 360.0,
+                                             _optional(row, "caption"))  # type: ignore[arg-type]
             except ValueError as e:
                 raise BenchmarkError(f"{path}: {row.image}: {e}; fix the row or remove it") from None
         return out
@@ -111,7 +129,17 @@ def read_csv(path: Path) -> dict[str, Geotag]:
             if not digits or not 1 <= int(digits) <= 60 or (band and (len(band) != 1 or band not in "CDEFGHJKLMNPQRSTUVWX")):
                 raise BenchmarkError(f"{path}: {row.image}: zone {row.zone!r} is not a UTM zone like 35N or 35V")
             south = bool(getattr(row, "south", False)) if not band else band < "N"
-            out[str(row.image)] = Geotag(float(row.utm_east), float(row.utm_north), int(digits), south, "csv")
+            try:
+                east, north = float(row.utm_east), float(row.utm_north)
+                heading = _optional(row, "heading")
+                heading = None if heading is None else float(heading) % 360.0  # type: ignore[arg-type]
+                if not (math.isfinite(east) and math.isfinite(north)):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise BenchmarkError(f"{path}: {row.image}: non-numeric UTM or heading ({row.utm_east!r}, "
+                                     f"{row.utm_north!r}); fix the row or remove it") from None
+            out[str(row.image)] = Geotag(east, north, int(digits), south, "csv", heading,
+                                         _optional(row, "caption"))  # type: ignore[arg-type]
         return out
     raise BenchmarkError(f"{path}: has columns {sorted(columns)}; give image,lat,lon or "
                          "image,utm_east,utm_north,zone")

@@ -7,7 +7,7 @@ Layout under the dataset root::
     images/...            (or the image folders directly under the root)
 
 Coordinates come, in this order of precedence, from a sidecar ``annotations/coords.csv``
-(``image,utm_east,utm_north``), from '@UTM@' file names, or from Pitts250k ground truth
+(``image,utm_east,utm_north``, optionally ``location``: the capture location's id), from '@UTM@' file names, or from Pitts250k ground truth
 (a .mat holding the 2×L location UTMs and an image list; location = image index // 24).
 """
 
@@ -100,6 +100,8 @@ def _read_sidecar(root: Path, problems: list[Problem], coords: _Coordinates) -> 
                                                           f"{row['utm_east']!r}, {row['utm_north']!r}"))
                 continue
             coords.utm[row["image"]] = (east, north)
+            if row.get("location"):
+                coords.location[row["image"]] = row["location"]
 
 
 def _read_pitts(root: Path, gt: PittsGroundTruth, problems: list[Problem], coords: _Coordinates) -> None:

@@ -92,11 +92,13 @@ def contact_sheet(dataset: Dataset, out: Path, pairs: int = 8, seed: int = 0) ->
     chosen = np.sort(rng.choice(len(queries), size=min(pairs, len(queries)), replace=False))
     db_utm, q_utm = dataset.utm("database"), dataset.utm("queries")
     fig, axes = plt.subplots(len(chosen), 2, figsize=(6.4, 2.4 * len(chosen)), dpi=100, squeeze=False)
-    db_heading = database.heading.to_numpy(np.float64)
+    db_heading = database.heading.to_numpy(np.float64)  # None (no heading known) becomes NaN
+    q_heading = queries.heading.to_numpy(np.float64)
     for row, qi in enumerate(chosen):
         # the closest database view in place and direction (queries are jittered, so no exact match)
         dist = np.hypot(*(db_utm - q_utm[qi]).T)
-        turn = np.abs((db_heading - queries.heading.iloc[qi] + 180.0) % 360.0 - 180.0)
+        turn = np.abs((db_heading - q_heading[qi] + 180.0) % 360.0 - 180.0)
+        turn = np.nan_to_num(turn, nan=0.0)  # photos without a heading: by place alone
         di = int(np.argmin(dist + 0.5 * turn))
         dist = float(dist[di])
         for col, (table, index, label) in enumerate(((database, di, f"database ({dist:.0f} m away)"),

@@ -1,4 +1,5 @@
-"""Read a bundled OpenStreetMap extract into metric (UTM) geometry: named streets, buildings, trees, places."""
+"""Read an OpenStreetMap extract into metric (UTM) geometry: named streets, buildings, trees, places and
+administrative areas."""
 
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ class Place:
     xy: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class Area:
+    """A named administrative boundary (boundary=administrative relation or closed way), its polygon in UTM."""
+
+    name: str
+    admin_level: int
+    polygon: object  # shapely Polygon | MultiPolygon, metres
+
+
 @dataclass
 class CityMap:
     """Everything the partition and the renderer need, in one UTM zone."""
@@ -66,6 +76,7 @@ class CityMap:
     trees: np.ndarray  # [T, 2]
     places: list[Place]
     bounds: tuple[float, float, float, float] = field(default=(0.0, 0.0, 0.0, 0.0))
+    areas: list[Area] = field(default_factory=list)
 
     def to_latlon(self, east: np.ndarray, north: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """UTM to (lat, lon) degrees."""
@@ -148,6 +159,7 @@ def load_city(name: str, path: str | Path | None = None, streets_only: bool = Fa
             raise BenchmarkError(f"OpenStreetMap extract {path or name}: no streets in it")
         buildings = None if streets_only else osm.get_buildings()
         natural = None if streets_only else osm.get_natural()
+        boundaries = osm.get_boundaries(boundary_type="administrative")
         places = osm.get_data_by_custom_criteria(custom_filter={"place": list(PLACE_KINDS)}, filter_type="keep",
                                                  keep_nodes=True, keep_ways=False, keep_relations=False)
     lon0, lat0 = network.geometry.union_all().centroid.coords[0]
@@ -197,8 +209,21 @@ def load_city(name: str, path: str | Path | None = None, streets_only: bool = Fa
             out_places.append(Place(str(label), str(row.place), (float(xy[0]), float(xy[1]))))
     out_places.sort(key=lambda p: p.name)
 
+    out_areas = []
+    if boundaries is not None and len(boundaries):
+        import shapely
+
+        for row in boundaries.itertuples():
+            level = str(row.admin_level).strip()
+            if not isinstance(row.name, str) or not level.isdigit() or row.geometry is None or \
+                    row.geometry.is_empty or row.geometry.geom_type not in ("Polygon", "MultiPolygon"):
+                continue
+            polygon = shapely.transform(row.geometry, lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
+            out_areas.append(Area(row.name.strip(), int(level), polygon))
+    out_areas.sort(key=lambda a: (a.admin_level, a.name, a.polygon.wkb))
+
     if not streets:
         raise BenchmarkError(f"OpenStreetMap extract {path or name}: no named streets in it")
     allxy = np.concatenate([s.coords for s in streets])
     bounds = (float(allxy[:, 0].min()), float(allxy[:, 1].min()), float(allxy[:, 0].max()), float(allxy[:, 1].max()))
-    return CityMap(name, epsg, zone, band, streets, out_buildings, trees, out_places, bounds)
+    return CityMap(name, epsg, zone, band, streets, out_buildings, trees, out_places, bounds, out_areas)

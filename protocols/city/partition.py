@@ -11,7 +11,8 @@
    `min_locations` locations joins a touching sub-street of its main street (or is dropped if none
    touches). Far-apart sub-streets that still share an address are named by another street meeting them
    at the same junction; if there is none they become one sub-street, listed in `Partition.merged_apart`.
-5. Neighbourhoods are the Voronoi cells of the OSM place nodes, clipped to the extract.
+5. Neighbourhoods are the extract's administrative areas at the finest level that holds 99 % of the named
+   streets (two or more areas), else the Voronoi cells of the OSM place nodes, clipped to the extract.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shapely.geometry import LineString, MultiLineString, MultiPoint, MultiPolyg
 from shapely.ops import substring
 
 from benchmark.address import Address, normalize
+from benchmark.errors import BenchmarkError
 from protocols.city.osm import STREET_HIGHWAYS, CityMap
 
 SNAP_M = 1.0  # streets closer than this touch (OSM ways that should share a node but do not)
@@ -54,6 +56,8 @@ class PartitionOptions:
     margin_m: float = 25.0
     # Same-address segments this close are one stretch: boulevard carriageways lie up to ~40 m apart.
     same_block_m: float = 50.0
+    # Where neighbourhood names come from: auto = administrative areas where complete, else place nodes.
+    neighbourhoods: str = "auto"
 
 
 @dataclass(frozen=True, eq=False)  # numpy parts: == would be ambiguous
@@ -97,6 +101,8 @@ class Partition:
     neighbourhoods: dict[str, Polygon | MultiPolygon]  # several cells when place nodes share a name
     dropped_locations: int  # on sub-streets short of min_locations touching no other of their street
     merged_apart: tuple[str, ...]  # addresses covering stretches farther apart than same_block_m
+    neighbourhood_source: str = "places"  # admin (areas at admin_level) or places (Voronoi cells of place nodes)
+    admin_level: int | None = None
 
 
 def clean_street(name: str) -> str:
@@ -109,11 +115,68 @@ def clean_neighbourhood(name: str) -> str:
     return _AND.sub(" & ", clean_street(name))
 
 
-class _Neighbourhoods:
-    """Voronoi cells of the place nodes within the extract; a point's neighbourhood is its nearest node."""
+NEIGHBOURHOOD_SOURCES = ("auto", "admin", "places")
+COMPLETE_SHARE = 0.99  # administrative areas are complete when they hold this share of the named streets' length
 
-    def __init__(self, city: CityMap):
+
+def complete_admin_level(city: CityMap, highways: tuple[str, ...] = STREET_HIGHWAYS) -> int | None:
+    """The finest administrative level whose areas (two or more names) hold >= 99 % of the named streets' length,
+    or None: a level that leaves streets outside every area would name them by a guess."""
+    lines = [LineString(w.coords) for w in city.streets if w.highway in highways and clean_street(w.name)]
+    if not lines or not city.areas:
+        return None
+    streets = MultiLineString(lines)
+    total = streets.length
+    for level in sorted({a.admin_level for a in city.areas}, reverse=True):
+        areas = [a for a in city.areas if a.admin_level == level]
+        if len({clean_neighbourhood(a.name) for a in areas}) < 2:
+            continue
+        covered = streets.intersection(shapely.union_all([a.polygon for a in areas])).length
+        if covered >= COMPLETE_SHARE * total:
+            return level
+    return None
+
+
+def _by_name(names: list[str], shapes: list) -> dict[str, Polygon | MultiPolygon]:
+    """The shapes united per name (several place nodes or areas may share one), empty ones dropped."""
+    cells: dict[str, list] = {}
+    for name, shape in zip(names, shapes):
+        cells.setdefault(name, []).append(shape)
+    merged = {name: shapely.union_all(parts) for name, parts in sorted(cells.items())}
+    return {name: cell for name, cell in merged.items() if not cell.is_empty}
+
+
+class _Neighbourhoods:
+    """Where a point's neighbourhood comes from: the extract's administrative areas at the finest complete level
+    (the area holding the point, else the nearest), or the Voronoi cells of its place nodes within the extract
+    (the nearest node). `source` is auto (areas when complete, else place nodes), admin or places."""
+
+    def __init__(self, city: CityMap, source: str = "auto"):
+        if source not in NEIGHBOURHOOD_SOURCES:
+            raise BenchmarkError(f"neighbourhoods={source!r}: use one of {', '.join(NEIGHBOURHOOD_SOURCES)}")
         extent = box(*city.bounds)
+        level = complete_admin_level(city) if source != "places" else None
+        if source == "admin" and level is None:
+            levels = sorted({a.admin_level for a in city.areas})
+            raise BenchmarkError(f"{city.name}: no administrative level (found {levels or 'none'}) has two or more "
+                                 f"areas holding {COMPLETE_SHARE:.0%} of the named streets; use neighbourhoods=places")
+        self.admin_level = level
+        self.source = "places" if level is None else "admin"
+        self.areas: list[tuple[str, Polygon | MultiPolygon]] = []  # (name, polygon) at admin_level
+        if level is not None:
+            self._from_areas([a for a in city.areas if a.admin_level == level], extent)
+        else:
+            self._from_places(city, extent)
+
+    def _from_areas(self, areas: list, extent: Polygon) -> None:
+        self.names = [clean_neighbourhood(a.name) for a in areas]
+        self.areas = [(name, a.polygon) for name, a in zip(self.names, areas)]
+        self._areas = shapely.STRtree([a.polygon for a in areas])
+        self.sites = [(name, tuple(np.asarray(a.polygon.representative_point().coords)[0]))
+                      for name, a in zip(self.names, areas)]
+        self.cells = _by_name(self.names, [a.polygon.intersection(extent) for a in areas])
+
+    def _from_places(self, city: CityMap, extent: Polygon) -> None:
         sites: dict[tuple[float, float], str] = {}
         for place in city.places:
             sites.setdefault((round(place.xy[0], 3), round(place.xy[1], 3)), clean_neighbourhood(place.name))
@@ -121,22 +184,26 @@ class _Neighbourhoods:
             sites[(extent.centroid.x, extent.centroid.y)] = clean_neighbourhood(city.name.title())
         xy = sorted(sites)
         self.names = [sites[p] for p in xy]
+        self.sites = [(sites[p], p) for p in xy]
         self._tree = cKDTree(np.array(xy))
         self.cells = self._cells(np.array(xy), extent)
 
     def _cells(self, xy: np.ndarray, extent: Polygon) -> dict[str, Polygon | MultiPolygon]:
         if len(xy) == 1:
             return {self.names[0]: extent}
-        cells: dict[str, list[Polygon]] = {}
-        for region in shapely.voronoi_polygons(MultiPoint(xy), extend_to=extent).geoms:
-            site = int(np.argmax(shapely.contains_xy(region, xy[:, 0], xy[:, 1])))
-            cells.setdefault(self.names[site], []).append(region.intersection(extent))
-        merged = {name: shapely.union_all(parts) for name, parts in sorted(cells.items())}
-        return {name: cell for name, cell in merged.items() if not cell.is_empty}
+        regions = list(shapely.voronoi_polygons(MultiPoint(xy), extend_to=extent).geoms)
+        sites = [int(np.argmax(shapely.contains_xy(region, xy[:, 0], xy[:, 1]))) for region in regions]
+        return _by_name([self.names[i] for i in sites], [r.intersection(extent) for r in regions])
 
     def of(self, xy: np.ndarray) -> str:
         """Neighbourhood of one point."""
-        _, i = self._tree.query(np.ravel(xy)[:2])
+        point = np.ravel(xy)[:2]
+        if self.admin_level is not None:
+            inside = self._areas.query(shapely.points(point), predicate="intersects")
+            if not len(inside):
+                inside = self._areas.query_nearest(shapely.points(point))
+            return self.names[int(np.min(inside))]
+        _, i = self._tree.query(point)
         return self.names[int(i)]
 
 
@@ -429,7 +496,7 @@ class _Resolver:
 def partition_city(city: CityMap, options: PartitionOptions | None = None) -> Partition:
     """Sub-streets with distinct addresses, the capture locations on them and the neighbourhood cells."""
     options = options or PartitionOptions()
-    hoods = _Neighbourhoods(city)
+    hoods = _Neighbourhoods(city, options.neighbourhoods)
     builder = _Builder(city, options, hoods)
     resolver = _Resolver(builder.build(), hoods, options)
     pieces = sorted(resolver.resolve(), key=lambda p: resolver.address(p).text)
@@ -446,7 +513,7 @@ def partition_city(city: CityMap, options: PartitionOptions | None = None) -> Pa
             locations.append(CaptureLocation(len(locations), float(xy[i, 0]), float(xy[i, 1]),
                                              float(heading[i]), sid))
     apart = tuple(sorted(resolver.address(p).text for p in pieces if p.apart))
-    return Partition(sub_streets, locations, hoods.cells, resolver.dropped, apart)
+    return Partition(sub_streets, locations, hoods.cells, resolver.dropped, apart, hoods.source, hoods.admin_level)
 
 
 def _round_all(coords: np.ndarray, digits: int) -> list[list[float]]:

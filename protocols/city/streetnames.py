@@ -17,7 +17,7 @@ from protocols.city.osm import STREET_HIGHWAYS, CityMap, load_city
 from protocols.city.partition import _hits, _main_streets, _Neighbourhoods
 
 
-def named_ways(city: CityMap, highways: tuple[str, ...] = STREET_HIGHWAYS) -> NamedWays:
+def named_ways(city: CityMap, highways: tuple[str, ...] = STREET_HIGHWAYS, neighbourhoods: str = "auto") -> NamedWays:
     """The city's named ways (line-merged per name, names cleaned as in addresses), every point where another
     named way touches or crosses one (within the partition's SNAP_M; not merged into junctions, not cut into
     sub-streets) and the neighbourhood place nodes (cleaned; the city's name when it has none)."""
@@ -32,11 +32,11 @@ def named_ways(city: CityMap, highways: tuple[str, ...] = STREET_HIGHWAYS) -> Na
             for s, cross in _hits(part, name, others, tree):
                 at = part.interpolate(s)
                 junctions.append((name, cross, (round(at.x, 3), round(at.y, 3))))
-    hoods = _Neighbourhoods(city)
-    sites = np.asarray(hoods._tree.data)
+    hoods = _Neighbourhoods(city, neighbourhoods)
     return NamedWays(ways=tuple((name, np.asarray(part.coords, np.float64)[:, :2]) for name, part in others),
                      junctions=tuple(dict.fromkeys(junctions)),
-                     places=tuple((n, (float(x), float(y))) for n, (x, y) in zip(hoods.names, sites)))
+                     places=tuple((n, (float(x), float(y))) for n, (x, y) in hoods.sites),
+                     areas=tuple(hoods.areas))
 
 
 @lru_cache(maxsize=4)
@@ -47,14 +47,16 @@ def bundled_named_ways(city: str) -> NamedWays:
 
 
 @lru_cache(maxsize=4)
-def _read(path: str, mtime: float) -> NamedWays:
-    return named_ways(load_city(Path(path).stem.split(".")[0], path=path, streets_only=True))
+def _read(path: str, mtime: float, neighbourhoods: str) -> NamedWays:
+    city = load_city(Path(path).stem.split(".")[0], path=path, streets_only=True)
+    return named_ways(city, neighbourhoods=neighbourhoods)
 
 
-def read_named_ways(path: str | Path) -> NamedWays:
+def read_named_ways(path: str | Path, neighbourhoods: str = "auto") -> NamedWays:
     """The named ways of a user-supplied OpenStreetMap extract (.osm.pbf, read offline with pyrosm), projected to
-    the UTM zone of its streets' centroid; one clear error for a missing file or one without named streets."""
+    the UTM zone of its streets' centroid, neighbourhoods as the partition names them (`auto`, `admin`, `places`);
+    one clear error for a missing file or one without named streets."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise BenchmarkError(f"map={path}: no such file; give a local OpenStreetMap extract (.osm.pbf)")
-    return _read(str(file.resolve()), file.stat().st_mtime)
+    return _read(str(file.resolve()), file.stat().st_mtime, neighbourhoods)
