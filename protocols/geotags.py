@@ -44,8 +44,13 @@ class Geotags:
 
     def report(self) -> list[str]:
         """One line per reason: the count and the first few files."""
-        return [f"{len(files)} {reason}: {', '.join(files[:SHOWN])}{' …' if len(files) > SHOWN else ''}"
-                for reason, files in self.left_out.items() if files]
+        return left_out_lines(self.left_out)
+
+
+def left_out_lines(left_out: dict[str, list[str]]) -> list[str]:
+    """'left out N <reason>: first files …', one line per reason that left any file out."""
+    return [f"left out {len(files)} {reason}: {', '.join(files[:SHOWN])}{' …' if len(files) > SHOWN else ''}"
+            for reason, files in left_out.items() if files]
 
 
 def to_utm(lat: float, lon: float, source: str, heading: float | None = None, caption: str | None = None) -> Geotag:

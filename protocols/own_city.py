@@ -60,7 +60,7 @@ from protocols.city.partition import (
 )
 from protocols.city.protocol import verbose_address
 from protocols.generated import split_locations, write_annotations
-from protocols.geotags import SHOWN, Geotag, Geotags, epsg_of, read_geotags
+from protocols.geotags import Geotag, Geotags, epsg_of, left_out_lines, read_geotags
 from protocols.ial_format import SIDECAR, read_ial
 
 BUILD_FILE = "build.json"
@@ -234,9 +234,7 @@ class BuildSummary:
         kept = ", ".join(f"{self.images[s]} {s}" for s in SPLITS)
         out = [f"built {self.root}: {kept} images on {self.sub_streets} sub-streets (neighbourhoods from "
                f"{self.neighbourhoods}) in {self.seconds:.1f} s"]
-        out += [f"left out {len(files)} {reason}: {', '.join(files[:SHOWN])}{' …' if len(files) > SHOWN else ''}"
-                for reason, files in self.left_out.items() if files]
-        return out
+        return out + left_out_lines(self.left_out)
 
 
 def _to_map_zone(tags: dict[str, Geotag], epsg: int) -> np.ndarray:

@@ -61,9 +61,9 @@ def test_a_folder_mixes_sources_and_reports_what_it_leaves_out(tmp_path):
         "exif.jpg": "exif", "csv.jpg": "csv",
         "sub/@0385449.57@6671601.04@35@V@60.16521@24.93578@HEL00555@@012@@@@@@.jpg": "name"}
     report = found.report()
-    assert any(line.startswith("1 images without coordinates") and "nothing.jpg" in line for line in report)
-    assert any(line.startswith("1 images outside UTM zone 35N") and "kyiv.jpg" in line for line in report)
-    assert any(line.startswith("1 CSV rows naming no image") and "ghost.jpg" in line for line in report)
+    assert any(line.startswith("left out 1 images without coordinates") and "nothing.jpg" in line for line in report)
+    assert any(line.startswith("left out 1 images outside UTM zone 35N") and "kyiv.jpg" in line for line in report)
+    assert any(line.startswith("left out 1 CSV rows naming no image") and "ghost.jpg" in line for line in report)
 
 
 def test_utm_csv_with_its_zone(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyrosm
 import pytest
+from pyproj import Transformer
 from shapely.geometry import Point
 
 from benchmark.address import parse_address
@@ -21,7 +22,7 @@ from benchmark.results import RESULT_FILE
 from protocols.city.osm import EXTRACTS, Building, CityMap, StreetWay, load_city
 from protocols.city.partition import partition_city
 from protocols.city.protocol import HELSINKI, KOTKA, plan_views
-from protocols.geotags import from_exif, from_name
+from protocols.geotags import Geotag, from_exif, from_name, to_utm
 from protocols.own_city import (
     OWN_CITY,
     BuildOptions,
@@ -264,6 +265,16 @@ def test_every_bad_input_is_one_clear_error_and_nothing_is_written(tmp_path, cap
     else:
         assert not out.exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_photos_in_the_neighbouring_utm_zone_are_reprojected_exactly_to_the_maps():
+    from protocols.own_city import _to_map_zone
+
+    here = to_utm(60.17, 24.94, "csv")  # zone 35
+    east, north = Transformer.from_crs(4326, 32634, always_xy=True).transform(24.94, 60.17)
+    there = Geotag(east, north, 34, False, "csv")  # the same point written in zone 34
+    xy = _to_map_zone({"a.jpg": there}, 32635)
+    assert np.allclose(xy, [[here.east, here.north]], atol=0.01)
 
 
 def test_exif_direction_is_the_photo_heading(tmp_path):
