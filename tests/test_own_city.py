@@ -293,3 +293,12 @@ def test_the_ial_protocol_needs_a_data_root_and_finds_the_prefix(tmp_path):
     with pytest.raises(BenchmarkError, match="name=LABEL"):
         OWN_CITY.with_options({"city": "x"})
     assert OWN_CITY.with_options({"name": "mine"}).given() == {"name": "mine"} and OWN_CITY.given() == {}
+
+
+def test_builder_flags_belong_to_build_from_images(tmp_path, capsys):
+    pbf = write_map(tmp_path / "town.osm.pbf")
+    assert main(["data", "check", "--protocol", "tiny", "--map", str(pbf)]) == 2
+    assert "belong to `data build --from-images" in capsys.readouterr().err
+    assert main(["data", "build", "--from-images", str(tmp_path), "--map", str(pbf), "--out", str(tmp_path / "o"),
+                 "--protocol", "helsinki"]) == 2
+    assert "drop --protocol" in capsys.readouterr().err and not (tmp_path / "o").exists()
