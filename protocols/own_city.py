@@ -202,7 +202,7 @@ class MapCaptioner:
             known = storeys[np.isfinite(storeys)]
             size = (f"{NUMBERS[int(np.clip(round(float(np.median(known))), 1, len(NUMBERS))) - 1]}-storey "
                     if len(known) else "")
-            text += f": {size}{'buildings' if len(seen) > 1 else 'building'}"
+            text += f": {size}buildings" if len(seen) > 1 else f": a {size}building"
             if self.shop[seen].any():
                 text += " with shop fronts at street level"
         else:

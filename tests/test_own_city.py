@@ -116,7 +116,7 @@ def test_map_captions_describe_buildings_and_trees_never_a_name():
                    buildings, np.array([[5.0, 20.0]]), [], (-50, -50, 50, 50))
     captioner = MapCaptioner(city)
     assert captioner.caption(0, 0) == "A street view: four-storey buildings with shop fronts at street level, a tree along the street."
-    assert captioner.caption(0, 0, 270.0) == "A street view looking west: four-storey building."
+    assert captioner.caption(0, 0, 270.0) == "A street view looking west: a four-storey building."
     assert captioner.caption(0, 0, 180.0) == "A street view looking south across an open space."
     assert "Mannerheimintie" not in captioner.caption(0, 0)
 
