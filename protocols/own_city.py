@@ -506,10 +506,6 @@ class OwnCityProtocol(Protocol):
         return read_ial(root, name=self.name, version=self.version, prefix=self.prefix(root),
                         images_dirs=("images", "."), progress=progress)
 
-    def record(self, preset: str) -> dict[str, Any]:
-        """Nothing beyond the data hash: the build's options are in the dataset's build.json."""
-        return {}
-
     def named_ways(self, root: Path) -> NamedWays | None:
         """The named ways of the extract the dataset was built from (build.json's map), when it is still there."""
         from protocols.city.streetnames import read_named_ways
