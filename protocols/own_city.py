@@ -48,7 +48,7 @@ from benchmark.hashing import file_sha256
 from benchmark.options import apply_overrides
 from benchmark.protocol import Protocol
 from benchmark.streetnames import NamedWays
-from protocols.city.captions import COMPASS, NUMBERS, SEE_M, TREES_M
+from protocols.city.captions import COMPASS, NUMBERS, SEE_M, TREES_M, in_view
 from protocols.city.card import write_card
 from protocols.city.osm import CityMap, load_city
 from protocols.city.partition import (
@@ -67,6 +67,7 @@ BUILD_FILE = "build.json"
 LEFT_OUT_FILE = "left_out.csv"
 STREET_MAP = "streets.geojson"
 BUILDER_VERSION = "1"
+PHOTO_HFOV_DEG = 90.0  # the field of view a map caption assumes where the photo's heading is known
 
 
 @dataclass(frozen=True)
@@ -184,9 +185,7 @@ class MapCaptioner:
     def _ahead(origin: np.ndarray, points: np.ndarray, heading: float | None) -> np.ndarray:
         if heading is None or not len(points):
             return np.ones(len(points), bool)
-        d = points - origin
-        off = (np.degrees(np.arctan2(d[:, 0], d[:, 1])) - heading + 180.0) % 360.0 - 180.0
-        return np.abs(off) <= 45.0  # a 90° field of view
+        return in_view(origin, heading, PHOTO_HFOV_DEG, points)
 
     def caption(self, east: float, north: float, heading: float | None = None) -> str:
         """One sentence about the place at (east, north), facing `heading` where known."""
@@ -296,7 +295,7 @@ def _place_images(folder: Path, tmp: Path, pairs: list[tuple[str, str]], mode: s
 
 
 @dataclass
-class _Plan:
+class PhotoPlan:
     """The photos kept: key, place under images/, split, position (map zone), location id and address."""
 
     keys: list[str]
@@ -320,7 +319,7 @@ def _read_map(map_path: Path, options: BuildOptions) -> CityMap:
                              "give an .osm.pbf file") from None
 
 
-def plan_photos(found: Geotags, city: CityMap, partition: Partition, options: BuildOptions) -> _Plan:
+def plan_photos(found: Geotags, city: CityMap, partition: Partition, options: BuildOptions) -> PhotoPlan:
     """Label, group and split the located photos; leave out those off the streets and the orphan queries."""
     left_out = dict(found.left_out)
     labels, xy, far = label_photos(found.tags, city, options, partition)
@@ -343,10 +342,10 @@ def plan_photos(found: Geotags, city: CityMap, partition: Partition, options: Bu
         raise BenchmarkError(f"split {empty[0]} would have no photos ({len(keys)} kept); give more photos or "
                              "their split folders")
     target = {k: (f"{s}/{k}" if mode == "random" else k) for k, s in zip(keys, split)}
-    return _Plan(keys, target, split, xy, groups, labels, mode, left_out)
+    return PhotoPlan(keys, target, split, xy, groups, labels, mode, left_out)
 
 
-def _tables(plan: _Plan, found: Geotags, city: CityMap, options: BuildOptions) -> dict[str, dict[str, list[str]]]:
+def _tables(plan: PhotoPlan, found: Geotags, city: CityMap, options: BuildOptions) -> dict[str, dict[str, list[str]]]:
     """The annotation tables: {image: [caption, verbose address, address]} per split."""
     captioner = MapCaptioner(city) if options.captions == "map" else None
     tables: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}

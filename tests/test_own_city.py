@@ -18,6 +18,7 @@ from shapely.geometry import Point
 from benchmark.address import parse_address
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
+from benchmark.geocoder import StreetMap
 from benchmark.results import RESULT_FILE
 from protocols.city.osm import EXTRACTS, Building, CityMap, StreetWay, load_city
 from protocols.city.partition import partition_city
@@ -70,6 +71,10 @@ def test_the_labelling_rule_nearest_sub_street_ties_to_the_first_address_none_be
     tied = [s.address for s in index.sub_streets if s.geometry.distance(Point(corner)) < 1e-6]
     assert len(tied) >= 2 and index.sub_streets[got[1]].address == min(tied)
     assert got[2] == -1 and np.isinf(dist[2])
+    # the same answer as the streetmap geocoder's first address, ties included
+    geocoder = StreetMap([(s.address, part) for s in partition.sub_streets for part in s.parts])
+    near = [geocoder.lookup(np.array(xy), 1)[0][0][0] for xy in (on_row, corner)]
+    assert near == [index.sub_streets[i].address for i in got[:2]]
 
 
 def test_locations_group_without_chaining_and_the_random_split_is_location_disjoint_and_seeded():

@@ -22,6 +22,14 @@ SEE_M = 60.0
 TREES_M = 40.0
 
 
+def in_view(origin: np.ndarray, heading_deg: float, hfov_deg: float, points: np.ndarray) -> np.ndarray:
+    """[N] whether each point [N, 2] lies within the horizontal field of view of a camera at origin facing heading."""
+    d = points - origin
+    bearing = np.degrees(np.arctan2(d[:, 0], d[:, 1]))
+    off = (bearing - heading_deg + 180.0) % 360.0 - 180.0
+    return np.abs(off) <= hfov_deg / 2
+
+
 class Captioner:
     """Captions views of one scene (wall midpoints and trees indexed once)."""
 
@@ -40,10 +48,7 @@ class Captioner:
         self.shop = (scene.materials.tiles[: len(scene.heights), 1] == SHOP).any(axis=(1, 2))
 
     def _in_view(self, camera: Camera, points: np.ndarray) -> np.ndarray:
-        d = points - np.array([camera.east, camera.north])
-        bearing = np.degrees(np.arctan2(d[:, 0], d[:, 1]))
-        off = (bearing - camera.heading_deg + 180.0) % 360.0 - 180.0
-        return np.abs(off) <= camera.hfov_deg / 2
+        return in_view(np.array([camera.east, camera.north]), camera.heading_deg, camera.hfov_deg, points)
 
     def caption(self, camera: Camera) -> str:
         """One sentence about the view from `camera`."""
