@@ -255,7 +255,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "build" and args.from_images is not None:
         return _build_from_images(args)
     if any(v is not None for v in own):
-        raise BenchmarkError("--map, --csv and --options belong to `data build --from-images DIR --map PBF --out ROOT`")
+        raise BenchmarkError("--from-images, --map, --csv and --options belong to `data build --from-images DIR "
+                             "--map PBF --out ROOT`")
     protocol = resolve_protocol(args.protocol or _default_protocol())
     if args.action == "card":
         if not hasattr(protocol, "write_card"):

@@ -304,6 +304,8 @@ def test_builder_flags_belong_to_build_from_images(tmp_path, capsys):
     pbf = write_map(tmp_path / "town.osm.pbf")
     assert main(["data", "check", "--protocol", "tiny", "--map", str(pbf)]) == 2
     assert "belong to `data build --from-images" in capsys.readouterr().err
+    assert main(["data", "check", "--protocol", "tiny", "--from-images", str(tmp_path)]) == 2
+    assert "--from-images, --map" in capsys.readouterr().err
     assert main(["data", "build", "--from-images", str(tmp_path), "--map", str(pbf), "--out", str(tmp_path / "o"),
                  "--protocol", "helsinki"]) == 2
     assert "drop --protocol" in capsys.readouterr().err and not (tmp_path / "o").exists()
