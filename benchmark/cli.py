@@ -38,7 +38,10 @@ EXAMPLES = {
         "examples:\n"
         "  python -m benchmark pretrain kotka-r18      # rebuild the shipped trunk (methods/weights/kotka-r18.pt)\n"
         "  python -m benchmark pretrain kotka-r18 --file /tmp/kotka-r18.pt --out results/pretrain\n"
-        "  python -m benchmark run --methods mixvpr:init=/tmp/kotka-r18.pt   # start a method from it"
+        "  python -m benchmark run --methods mixvpr:init=/tmp/kotka-r18.pt   # start a method from it\n"
+        "  python -m benchmark pretrain kotka-clip     # the whole CLIP the prompt learners start from\n"
+        "  python -m benchmark pretrain kotka-clip --file /tmp/kotka-clip.pt && \\\n"
+        "    python -m benchmark run --methods coop:init=scratch,weights=/tmp/kotka-clip.pt"
     ),
     "scale": (
         "examples:\n"
@@ -138,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "and SVG), html (one self-contained report.html); default all. The Markdown always "
                              "prints")
 
-    pretrain = add("pretrain", "rebuild a ResNet trunk that ialbench pretrains on another city (init= of a method)")
-    pretrain.add_argument("trunk", help="registered trunk name (e.g. kotka-r18)")
+    pretrain = add("pretrain", "rebuild a ResNet trunk or a whole CLIP that ialbench pretrains on another city "
+                               "(init= of a method)")
+    pretrain.add_argument("trunk", help="registered name (kotka-r18: a trunk; kotka-clip, kotka-clip-vit: CLIPs)")
     pretrain.add_argument("--file", type=Path, default=None,
-                          help="where to write the trunk (default: the shipped file in methods/weights/)")
+                          help="where to write it (default: the shipped file in methods/weights/)")
     pretrain.add_argument("--out", type=Path, default=Path("results"),
                           help="results folder for the pretraining run's own evaluation (default: results/)")
     pretrain.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -328,7 +332,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    """Train the trunk's method on its protocol and save the trunk; print its file and sha256."""
+    """Train the start's method on its protocol and save the trunk or CLIP; print its file and sha256."""
     import difflib
 
     from benchmark.hashing import file_sha256
@@ -337,7 +341,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.trunk not in TRUNKS:
         close = difflib.get_close_matches(args.trunk, TRUNKS, n=2, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise BenchmarkError(f"unknown trunk {args.trunk!r}{hint} (known: {', '.join(TRUNKS)})")
+        raise BenchmarkError(f"unknown pretrained network {args.trunk!r}{hint} (known: {', '.join(TRUNKS)})")
     spec = TRUNKS[args.trunk]
     file, folder = build_trunk(spec, args.file or spec.path, args.out, device=args.device, progress=not args.quiet)
     print(f"{file}  sha256 {file_sha256(file)}  ({spec.describe()}; its run: {folder})")

@@ -65,3 +65,20 @@ def test_each_cpu_presets_prompt_depth_fits_its_model(preset):
     options = make_options(cls, preset, {})
     clip = build_clip(options.model, False, seed=0)
     assert 1 <= options.depth <= min(len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
+
+
+def test_layer_zero_image_prompts_pass_through_ln_pre_with_the_patches():
+    """As the official VisionTransformer_MaPLe: [class, patches] + positions, then the coupled prompts appended,
+    then ln_pre over the whole sequence (open_clip's `_embeds` would normalise the patches alone)."""
+    clip, prompts, _ = _setup(depth=1)
+    visual = clip.visual
+    images = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        visual.ln_pre.bias.fill_(0.5)  # a non-trivial ln_pre, so skipping it on the prompts would show
+        patches = visual.conv1(images).flatten(2).transpose(1, 2)
+        tokens = torch.cat([visual.class_embedding.expand(2, 1, -1), patches], dim=1) + visual.positional_embedding
+        x = visual.ln_pre(torch.cat([tokens, prompts.vision_prompts()[0].expand(2, -1, -1)], dim=1))
+        for block in visual.transformer.resblocks:
+            x = block(x)
+        expected = visual.ln_post(x[:, 0]) @ visual.proj  # the class token, as MaPLe pools
+        assert torch.allclose(prompts.encode_image(clip, images), expected, atol=1e-5)

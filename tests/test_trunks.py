@@ -19,6 +19,7 @@ from methods.training.trunks import (
     TrunkSpec,
     apply_trunk,
     build_trunk,
+    clip_start,
     load_trunk,
     save_trunk,
 )
@@ -82,7 +83,7 @@ def test_every_method_with_init_starts_from_the_trunk_or_refuses_clearly(built, 
 
 
 def test_the_shipped_trunks_load_into_the_default_presets():
-    for spec in TRUNKS.values():
+    for spec in (s for s in TRUNKS.values() if s.kind == "trunk"):
         trunk = load_trunk(spec.name)
         assert trunk is not None and trunk.sha256
         module = ResNetTrunk(spec.backbone, spec.cut)
@@ -138,7 +139,10 @@ def test_pretrain_cli_names_an_unknown_trunk(capsys):
 
 
 DEFAULT_STARTS_FROM_A_TRUNK = [name for name in TAKES_INIT
-                               if make_options(METHODS.get(name), "default", {}).init in TRUNKS]
+                               if make_options(METHODS.get(name), "default", {}).init in TRUNKS
+                               and TRUNKS[make_options(METHODS.get(name), "default", {}).init].kind == "trunk"]
+DEFAULT_STARTS_FROM_A_CLIP = [name for name in TAKES_INIT if clip_start(make_options(METHODS.get(name), "default",
+                                                                                     {}).init) is not None]
 
 
 @pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_TRUNK)
@@ -174,3 +178,79 @@ def test_a_cut_at_another_stage_takes_the_trunks_stages_it_has_and_starts_the_re
         else:
             assert torch.equal(value, trunk.state[f"{stage[head]}.{rest}"]), key
     assert any(k.startswith("7.") for k in before) == (cut == "layer4")
+
+
+@pytest.fixture(scope="module")
+def built_clip(tmp_path_factory, tiny_dataset):
+    """A CLIP start pretrained by the runner on `tiny` (clip-address, 2 smoke steps), as `pretrain` builds one."""
+    folder = tmp_path_factory.mktemp("clip")
+    spec = TrunkSpec("tiny-clip", "ial-r18-tiny", "layer3", "tiny", "clip-address:steps=2", 0, "unused.pt",
+                     kind="clip")
+    file, run = build_trunk(spec, folder / "tiny-clip.pt", folder / "results", preset="smoke", progress=False)
+    return file, run
+
+
+def test_a_clip_start_is_the_trained_clip_in_half_precision(built_clip):
+    from benchmark.results import read_run
+    from methods.addressclip.model import build_clip
+    from methods.addressclip.weights import load_clip_state, read_weights, split_checkpoint
+
+    file, run = built_clip
+    state, context, trained = split_checkpoint(read_weights(file))
+    assert trained and context is None
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+    original = read_weights(read_run(run / "result.json").result.method.weights.path)["state_dict"]
+    assert set(state) == set(original)
+    assert all(torch.equal(state[k], original[k].half()) for k in state if state[k].is_floating_point())
+    model = build_clip("ial-r18-tiny", False, seed=1)
+    load_clip_state(model, state, str(file))  # strict: every key and shape
+
+
+def test_the_shipped_clip_starts_load_into_their_models():
+    from methods.addressclip.model import build_clip
+    from methods.addressclip.weights import load_clip_state, read_weights, split_checkpoint
+
+    starts = [spec for spec in TRUNKS.values() if spec.kind == "clip"]
+    assert starts
+    for spec in starts:
+        state, _, _ = split_checkpoint(read_weights(spec.path))
+        load_clip_state(build_clip(spec.backbone, False, seed=0), state, str(spec.path))
+
+
+def test_a_clip_start_is_refused_where_a_trunk_is_meant():
+    with pytest.raises(BenchmarkError, match="is a whole CLIP"):
+        load_trunk("kotka-clip")
+
+
+@pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_CLIP)
+def test_every_default_preset_that_starts_from_a_clip_loads_both_towers(tiny_dataset, tmp_path, name):
+    """One step on tiny from the shipped CLIP: the model is the start's (before training), recorded as such."""
+    from benchmark.method import RunContext
+    from methods.addressclip.weights import read_weights, split_checkpoint
+
+    cls = METHODS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.Options)}
+    overrides = {k: v for k, v in {"steps": "1", "epochs": "1", "batch": "4"}.items() if k in fields}
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=tmp_path, progress=False,
+                     batch_size=8)
+    method = cls(make_options(cls, "default", overrides), ctx)
+    method.prepare(tiny_dataset)
+    start = clip_start(method.options.init)
+    shipped, _, _ = split_checkpoint(read_weights(start.path))
+    own = method.model.state_dict()
+    assert all(torch.equal(own[k], v.float()) for k, v in shipped.items() if v.is_floating_point())  # frozen
+    assert method.provenance()["path"] == str(start.path)
+    if cls.trains:
+        assert start.describe() in method.training.backbone
+
+
+def test_a_clip_start_needs_its_own_model_and_no_weights(tiny_dataset, tmp_path):
+    from benchmark.method import RunContext
+
+    cls = METHODS.get("coop")
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=tmp_path, progress=False)
+    with pytest.raises(BenchmarkError, match="set model=ial-r18"):
+        cls(make_options(cls, "default", {"model": "ial-r18-tiny"}), ctx).prepare(tiny_dataset)
+    with pytest.raises(BenchmarkError, match="give one"):
+        cls(make_options(cls, "default", {"weights": str(TRUNKS["kotka-clip"].path)}), ctx).prepare(tiny_dataset)

@@ -26,7 +26,13 @@ from methods.addressclip.losses import LossWeights
 from methods.addressclip.model import ResNetTower, build_clip, image_size, model_config
 from methods.addressclip.objective import ContrastiveStep
 from methods.addressclip.text import Tokenizer, address_text, encode_tokens
-from methods.addressclip.weights import checkpoint, load_clip_state, read_weights, split_checkpoint
+from methods.addressclip.weights import (
+    checkpoint,
+    load_clip_state,
+    read_prompt_checkpoint,
+    read_weights,
+    split_checkpoint,
+)
 from methods.ial import IALMethod
 from methods.training.frozen import cached_training, check_cache
 from methods.training.loop import (
@@ -39,7 +45,16 @@ from methods.training.loop import (
 )
 from methods.training.options import FitOptions
 from methods.training.store import train_or_load
-from methods.training.trunks import KOTKA_START, StartsFromTrunk, TrunkOptions, apply_trunk, load_trunk
+from methods.training.trunks import (
+    KOTKA_START,
+    StartsFromTrunk,
+    TrunkOptions,
+    TrunkSpec,
+    apply_trunk,
+    clip_start,
+    load_trunk,
+    trunk_file,
+)
 from methods.vpr.backbones import freeze_leading
 
 LOSS_TERMS = ("address", "caption", "geography")
@@ -101,14 +116,23 @@ class AddressCLIPOptions(ContrastiveOptions):
 
 
 @dataclass(frozen=True)
-class CoOpOptions(TrainOptions):
+class PromptOptions(TrainOptions):
+    """A prompt learner: an official prompt checkpoint to evaluate instead of training."""
+
+    # CoOp / CoCoOp / MaPLe's own Dassl checkpoint (prompt_learner/model.pth.tar-N, MaPLe's
+    # MultiModalPromptLearner/model.pth.tar-N), with the CLIP it was trained on as `weights`
+    prompts: str = ""
+
+
+@dataclass(frozen=True)
+class CoOpOptions(PromptOptions):
     """CoOp: number of learnable context vectors."""
 
     n_ctx: int = 16
 
 
 @dataclass(frozen=True)
-class MaPLeOptions(TrainOptions):
+class MaPLeOptions(PromptOptions):
     """MaPLe: prompt tokens per layer, prompted layers, and the prompt text whose first words start the context."""
 
     n_ctx: int = 2
@@ -135,10 +159,12 @@ SMOKE = {"model": "ial-r18-tiny", "epochs": 3, "batch": 32, "lr": 1e-3, "lr_min"
 DEFAULT = {"model": "ial-r18", "epochs": 6, "steps": 1000, "batch": 64, "lr": 1e-3, "lr_min": 1e-6,
            "warmup_steps": 20, "init": "kotka-r18", "image_bf16": True}
 # The fine-tuning methods start as every ResNet-18 method of the CPU default (KOTKA_START: stem, layer1 and
-# layer2 frozen and computed once, no photometric augmentation); the prompt learners keep DEFAULT's frozen towers.
-# Their image step is then layer3 only, where fp32 is as fast as bf16 (2-core Xeon without AMX, 60 steps: 14 s
-# fp32, 16 s bf16), so it stays fp32.
+# layer2 frozen and computed once, no photometric augmentation). Their image step is then layer3 only, where fp32 is
+# as fast as bf16 (2-core Xeon without AMX, 60 steps: 14 s fp32, 16 s bf16), so it stays fp32.
 FINE_TUNE = {**DEFAULT, **KOTKA_START, "image_bf16": False}
+# The prompt learners adapt a pretrained CLIP whose towers stay frozen, as the papers adapt OpenAI's: on the CPU
+# that is the CLIP ialbench pretrained on Kotka (methods.training.trunks, kotka-clip), in fp32 as it was trained.
+PROMPT_DEFAULT = {**DEFAULT, "init": "kotka-clip", "image_bf16": False}
 PAPER = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True, "augment": 0.0, "epochs": 100, "batch": 32,
          "lr": 2.4e-5, "lr_min": 2.4e-8, "warmup_steps": 0, "preload": False, "workers": 8}
 PAPER_INFERENCE = {"model": "ViT-B-16", "quick_gelu": True, "pretrained": True}
@@ -181,7 +207,11 @@ class ClipMethod(StartsFromTrunk, IALMethod):
             load_clip_state(self.model, state, str(path))
             self._provenance = {"source": "file", "path": str(path), "sha256": file_sha256(path)}
             given = (context, trained)
-        self.trunk = load_trunk(getattr(opts, "init", "scratch"))
+        init = getattr(opts, "init", "scratch")
+        self.start = clip_start(init)
+        self.trunk = None if self.start is not None else load_trunk(init)
+        if self.start is not None:
+            self.load_start(self.start, init)
         if self.trunk is not None:
             if opts.weights:
                 raise BenchmarkError(f"{self.name}: init={opts.init} and weights= both start the image tower; "
@@ -190,9 +220,23 @@ class ClipMethod(StartsFromTrunk, IALMethod):
                 raise BenchmarkError(f"{self.name}: init= starts ResNet image towers only; {opts.model} is not one "
                                      "(use model=ial-r18 or init=scratch)")
             apply_trunk(self.model.visual.trunk, self.trunk)
+            self._provenance = {"source": "file", "path": str(self.trunk.path), "sha256": self.trunk.sha256}
         self.model.to(self.device).eval()
         self.learn(dataset, given)
         self.model.eval()
+
+    def load_start(self, start: TrunkSpec, init: str) -> None:
+        """Both towers from a CLIP that ialbench pretrained on another city (`init=kotka-clip`)."""
+        o = self.options
+        if o.weights:
+            raise BenchmarkError(f"{self.name}: init={init} and weights= both start the CLIP; give one")
+        if o.model != start.backbone:
+            raise BenchmarkError(f"{self.name}: init={init} is a {start.backbone} CLIP; set model={start.backbone} "
+                                 f"(model={o.model} was asked)")
+        path = trunk_file(init)
+        state, _, _ = split_checkpoint(read_weights(path))
+        load_clip_state(self.model, state, f"{path} (rebuild it with `python -m benchmark pretrain {init}`)")
+        self._provenance = {"source": "file", "path": str(path), "sha256": file_sha256(path)}
 
     def learn(self, dataset: Dataset, given: tuple[torch.Tensor | None, bool] | None) -> None:
         """Train (or load the cached result); `given` is (CoOp context, ialbench-trained) of a weights file."""
@@ -230,6 +274,9 @@ class ClipMethod(StartsFromTrunk, IALMethod):
         self.training = train_or_load(self.ctx.cache_dir, load, train, state,
                                       lambda: {"backbone": self.backbone(), "input_size": list(self.transform.size)},
                                       main=processes(self.device).main)
+        trained = self.ctx.cache_dir / "model.pt"
+        if not (self.options.weights or self.start) and trained.is_file():  # as the VPR methods record theirs
+            self._provenance = {"source": "from-scratch", "path": str(trained), "sha256": file_sha256(trained)}
 
     def backbone(self) -> str:
         """The image tower and where training started it (for the training record)."""
@@ -237,6 +284,9 @@ class ClipMethod(StartsFromTrunk, IALMethod):
         tower = f"{vision['resnet']} {vision['cut']} + GeM" if "resnet" in vision else self.options.model
         if self.options.weights:
             return f"{tower} from {Path(self.options.weights).name}"
+        start = getattr(self, "start", None)
+        if start is not None:
+            return f"{tower}, both towers from the {start.describe()}"
         trunk = getattr(self, "trunk", None)
         return f"{tower}, trunk {trunk.source}" if trunk is not None else f"{tower} from scratch"
 
@@ -248,10 +298,22 @@ class ClipMethod(StartsFromTrunk, IALMethod):
                    self.ctx.progress)
 
 
+@dataclass(frozen=True)
+class ZeroShotOptions(ClipOptions):
+    """Zero-shot CLIP: where its towers come from (a registered CLIP start, or `weights`)."""
+
+    # scratch | a whole CLIP ialbench pretrained (kotka-clip) | a ResNet trunk or trunk file for the image tower
+    init: str = "scratch"
+
+
 class CLIPZeroShot(ClipMethod):
-    """Zero-shot CLIP: no training. Meaningful with official weights; chance level from a random init."""
+    """Zero-shot CLIP: no training. With official weights (`paper`) the paper's baseline; on the CPU default the
+    CLIP ialbench pretrained on Kotka, to which Helsinki's street names are as new as Pittsburgh's to CLIP."""
 
     name = "clip-zeroshot"
+    Options: ClassVar[type] = ZeroShotOptions
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {"model": "ial-r18-tiny"},
+                                                    "default": {"init": "kotka-clip"}, "paper": PAPER_INFERENCE}
 
 
 def refuse_partial_freezing(name: str, o: TrainOptions) -> None:
@@ -261,6 +323,17 @@ def refuse_partial_freezing(name: str, o: TrainOptions) -> None:
 
 
 TOWERS = ("both", "image", "text")
+
+
+def official_prompts(name: str, prompts: torch.nn.Module, o: PromptOptions, given: tuple[Any, bool] | None) -> bool:
+    """Load `prompts=` (an official prompt checkpoint) into the prompt learner; True when one was given."""
+    if not o.prompts:
+        return False
+    if given is not None and given[0] is not None:
+        raise BenchmarkError(f"{name}: weights= already holds trained prompts and prompts= names others; give one")
+    path = Path(o.prompts).expanduser()
+    prompts.load_official(read_prompt_checkpoint(path), f"prompt checkpoint {path}")
+    return True
 
 
 def freeze_towers(model: torch.nn.Module, towers: str) -> None:
@@ -357,7 +430,7 @@ class CoOp(ClipMethod):
     name = "coop"
     trains = True
     Options: ClassVar[type] = CoOpOptions
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": SMOKE, "default": DEFAULT,
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": SMOKE, "default": PROMPT_DEFAULT,
                                                     "paper": {**PAPER, "lr": 2e-3, "lr_min": 0.0,
                                                               "epochs": 50}}
 
@@ -388,6 +461,8 @@ class CoOp(ClipMethod):
         """Learn the prompts on frozen image features (cached like the other methods)."""
         refuse_partial_freezing(self.name, self.options)
         self.prompts = self.make_prompts().to(self.device)
+        if official_prompts(self.name, self.prompts, self.options, given):
+            return
         if given is not None and given[0] is not None and self.given_prompts(given[0]):
             return
         if self.options.epochs <= 0 and self.options.steps <= 0:
@@ -429,7 +504,7 @@ class CoCoOp(CoOp):
     # batch 1, warm-up 1e-5.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {**SMOKE, "batch": 4, "epochs": 1},
-        "default": {**DEFAULT, "batch": 8, "steps": 100, "epochs": 1, "lr": 2e-3},
+        "default": {**PROMPT_DEFAULT, "batch": 8, "steps": 100, "epochs": 1, "lr": 2e-3},
         "paper": {**PAPER, "lr": 2e-3, "lr_min": 0.0, "epochs": 10, "batch": 1, "optimizer": "sgd",
                   "weight_decay": 5e-4, "warmup_steps": 0}}
 
@@ -493,8 +568,10 @@ class MaPLe(ClipMethod):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {**SMOKE, "model": "ial-tiny", "depth": 2, "epochs": 1},
         # ial-small's text tower has 3 layers: prompts in the first 2, as the published 9 of 12 leave the last quarter
-        "default": {"model": "ial-small", "depth": 2, "epochs": 1, "steps": 300, "batch": 32, "lr": 3.5e-3,
-                    "lr_min": 0.0, "warmup_steps": 10},
+        # 2000 steps of 32: the 64,000 images coop's default sees (helsinki v2, seed 0, SSA@1: 300 steps 0.60,
+        # 2000 steps 1.54; its prompts re-run the ViT every step, so nothing is cached as for coop)
+        "default": {"model": "ial-small", "init": "kotka-clip-vit", "depth": 2, "epochs": 6, "steps": 2000,
+                    "batch": 32, "lr": 3.5e-3, "lr_min": 0.0, "warmup_steps": 10},
         "paper": {**PAPER, "lr": 3.5e-3, "lr_min": 0.0, "epochs": 5, "batch": 4, "optimizer": "sgd",
                   "warmup_steps": 0}}
 
@@ -523,6 +600,8 @@ class MaPLe(ClipMethod):
         """Learn the prompts on the train split (both towers frozen), cached like the other methods."""
         refuse_partial_freezing(self.name, self.options)
         self.prompts = self.make_prompts().to(self.device)
+        if official_prompts(self.name, self.prompts, self.options, given):
+            return
         if given is not None and isinstance(given[0], dict):
             self.prompts.load_state_dict(given[0])
             return

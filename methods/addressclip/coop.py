@@ -9,8 +9,23 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
+from benchmark.errors import BenchmarkError
 from methods.addressclip.text import Tokenizer, encode_embedded, trim
+from methods.training.checkpoints import check_state_dict
 from methods.training.loop import TrainStep
+
+
+def check_context(ctx: torch.Tensor, n_ctx: int, width: int, source: str) -> None:
+    """An official context must be unified ([n_ctx, width]) and as long and wide as this learner's."""
+    if ctx.dim() == 3:
+        raise BenchmarkError(f"{source}: class-specific contexts (CoOp's CSC, one per ImageNet class) cannot "
+                             "prompt other classes; use a unified-context checkpoint")
+    if ctx.dim() != 2 or ctx.shape[1] != width:
+        raise BenchmarkError(f"{source}: its context has shape {tuple(ctx.shape)}, this model's text tower is "
+                             f"{width} wide (official prompts go with the CLIP they were trained on, e.g. "
+                             "ViT-B/16: 512; pass that CLIP with weights=)")
+    if ctx.shape[0] != n_ctx:
+        raise BenchmarkError(f"{source}: it holds {ctx.shape[0]} context vectors; set n_ctx={ctx.shape[0]}")
 
 
 class PromptContext(nn.Module):
@@ -21,6 +36,11 @@ class PromptContext(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         self.n_ctx = n_ctx
         self.context = nn.Parameter(torch.randn(n_ctx, width, generator=generator) * 0.02)
+
+    def load_official(self, saved: dict[str, torch.Tensor], source: str) -> None:
+        """The context of an official CoOp checkpoint (`ctx`), strictly."""
+        check_context(saved["ctx"], self.n_ctx, self.context.shape[1], source)
+        check_state_dict(self, {"context": saved["ctx"], **{k: v for k, v in saved.items() if k != "ctx"}}, source)
 
     def prompt_tokens(self, tokenizer: Tokenizer, addresses: Sequence[str]) -> torch.Tensor:
         """Token ids with M placeholder tokens where the context vectors go."""
@@ -72,6 +92,14 @@ class ConditionalPrompts(PromptContext):
             with torch.no_grad():
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def load_official(self, saved: dict[str, torch.Tensor], source: str) -> None:
+        """Context and meta-net of an official CoCoOp checkpoint (`ctx`, `meta_net.linear1/2`), strictly."""
+        check_context(saved["ctx"], self.n_ctx, self.context.shape[1], source)
+        names = {"ctx": "context", "meta_net.linear1.weight": "meta_net.0.weight",
+                 "meta_net.linear1.bias": "meta_net.0.bias", "meta_net.linear2.weight": "meta_net.2.weight",
+                 "meta_net.linear2.bias": "meta_net.2.bias"}
+        check_state_dict(self, {names.get(k, k): v for k, v in saved.items()}, source)
 
     def conditional_features(self, clip: CLIP, tokens: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         """Text features [B, C, D] of the C prompts for each of B images (unnormalised)."""

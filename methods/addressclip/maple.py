@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from methods.addressclip.text import Tokenizer, trim
+from methods.training.checkpoints import check_state_dict
 from methods.training.loop import TrainStep
 
 
@@ -29,6 +30,14 @@ def _run_blocks(transformer: nn.Module, x: Tensor, replace: list, mask: Tensor |
         x = block(x if batch_first else x.transpose(0, 1), attn_mask=mask)
         x = x if batch_first else x.transpose(0, 1)
     return x
+
+
+def _patch_tokens(visual: VisionTransformer, images: Tensor) -> Tensor:
+    """open_clip's `_embeds` without its final ln_pre: [class, patches] + positional embedding, [B, 1 + N, W]."""
+    x = visual.conv1(images).flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).expand(len(x), 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.patch_dropout(x)
 
 
 class MultiModalPrompts(nn.Module):
@@ -51,6 +60,31 @@ class MultiModalPrompts(nn.Module):
             for layer in self.couplings:
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def load_official(self, saved: dict[str, Tensor], source: str) -> None:
+        """An official MaPLe checkpoint's prompt learner, strictly: `ctx` and `proj` (layer 0),
+        `compound_prompts_text.i` and `compound_prompt_projections.i` (layer i + 1)."""
+        from methods.addressclip.coop import check_context
+
+        check_context(saved["ctx"], self.n_ctx, self.context.shape[1], source)
+        depth = 1 + len({k.split(".")[1] for k in saved if k.startswith("compound_prompts_text.")})
+        if depth != self.depth:
+            raise BenchmarkError(f"{source}: it prompts {depth} layers; set depth={depth}")
+
+        def ours(key: str) -> str:
+            head, _, rest = key.partition(".")
+            if head == "ctx":
+                return "context"
+            if head == "proj":
+                return f"couplings.0.{rest}"
+            index, _, tail = rest.partition(".")
+            if head == "compound_prompts_text":
+                return f"deep_text.{index}"
+            if head == "compound_prompt_projections":
+                return f"couplings.{int(index) + 1}.{tail}"
+            return key
+
+        check_state_dict(self, {ours(k): v for k, v in saved.items()}, source)
 
     def prompt_tokens(self, tokenizer: Tokenizer, prefix: str, addresses: Sequence[str]) -> Tensor:
         """'[SOS] <prefix> <address>. [EOS]' ids; the first n_ctx tokens after [SOS] are the learned context."""
@@ -83,8 +117,9 @@ class MultiModalPrompts(nn.Module):
             raise BenchmarkError("maple: prompts enter a ViT image tower; this model's is a "
                                  f"{type(visual).__name__} (use model=ial-small, or ViT-B-16 with --weights)")
         prompts = self.vision_prompts()
-        x = visual._embeds(images)
-        x = torch.cat([x, prompts[0].to(x.dtype).expand(len(x), -1, -1)], dim=1)
+        x = _patch_tokens(visual, images)
+        # MaPLe appends the layer-0 prompts (no positional embedding) before ln_pre, so they are normalised too
+        x = visual.ln_pre(torch.cat([x, prompts[0].to(x.dtype).expand(len(x), -1, -1)], dim=1))
         n = self.n_ctx
         replace = [lambda h, p=p: torch.cat([h[:, :-n], p.to(h.dtype).expand(len(h), -1, -1)], dim=1)
                    for p in prompts[1:]]

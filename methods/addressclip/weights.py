@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -61,4 +62,85 @@ def checkpoint(state: dict[str, torch.Tensor], context: torch.Tensor | None, met
     out: dict[str, Any] = {"format": FORMAT, "state_dict": state, "meta": meta}
     if context is not None:
         out["context"] = context
+    return out
+
+
+def save_clip_start(trained: Path, file: Path, about: str) -> None:
+    """Write an ialbench-trained CLIP checkpoint as a start for other runs: the state dict in float16, no prompt
+    context, `about` as its provenance; atomically."""
+    raw = read_weights(trained)
+    if raw.get("format") != FORMAT:
+        raise BenchmarkError(f"{trained} is not an ialbench CLIP checkpoint; it cannot be a CLIP start")
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+             for k, v in raw["state_dict"].items()}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp")
+    torch.save(checkpoint(state, None, {"start": about}), tmp)
+    tmp.replace(file)
+
+
+class _Opaque:
+    """Stands in for any class a checkpoint pickled beside its tensors (Dassl's schedulers, optimisers): it takes
+    whatever state it is given and runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+_TENSOR_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+                   ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+                   ("torch", "Size"), ("torch", "device"), ("torch", "dtype"), ("builtins", "set"),
+                   *(("torch", f"{kind}Storage") for kind in ("Float", "Half", "BFloat16", "Double", "Long", "Int",
+                                                              "Short", "Char", "Byte", "Bool"))}
+
+
+class _TensorsOnly(pickle.Unpickler):
+    """Unpickles tensors and containers; every other class becomes `_Opaque`, so no pickled code runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _TENSOR_GLOBALS or (module == "torch" and name in ("float16", "float32", "bfloat16")):
+            return super().find_class(module, name)
+        return _Opaque
+
+
+class _TensorsOnlyPickle:  # the `pickle_module` torch.load takes
+    Unpickler = _TensorsOnly
+    load = pickle.load
+
+
+PROMPT_BUFFERS = ("token_prefix", "token_suffix")  # the class names' fixed embeddings: not part of a prompt
+
+
+def read_prompt_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The prompt learner's tensors from an official CoOp / CoCoOp / MaPLe checkpoint (Dassl's `model.pth.tar-N`:
+    {"state_dict", "epoch", "optimizer", "scheduler", ...}; MaPLe's holds the whole model under
+    `prompt_learner.`), without the class-specific `token_prefix`/`token_suffix` (as the official loaders drop
+    them). Pickled optimiser and scheduler objects are read as opaque stand-ins, never run."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BenchmarkError(f"prompt checkpoint {path} does not exist; pass prompts=PATH to a local CoOp / CoCoOp / "
+                             "MaPLe checkpoint (e.g. prompt_learner/model.pth.tar-50)")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle)
+    except Exception as e:  # torch raises many types for a bad file
+        raise BenchmarkError(f"prompt checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise BenchmarkError(f"prompt checkpoint {path} holds no state dict; pass a Dassl checkpoint of CoOp, CoCoOp "
+                             "or MaPLe (prompt_learner/model.pth.tar-N or MultiModalPromptLearner/model.pth.tar-N)")
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.startswith(("image_encoder.", "text_encoder.", "logit_scale")):  # MaPLe saves the frozen CLIP too
+            continue
+        key = key.removeprefix("prompt_learner.")
+        if key in PROMPT_BUFFERS or not isinstance(value, torch.Tensor):
+            continue
+        out[key] = value.float() if value.is_floating_point() else value
+    if "ctx" not in out:
+        raise BenchmarkError(f"prompt checkpoint {path} has no prompt context (`ctx`); its keys: "
+                             f"{', '.join(sorted(state)[:8])}")
     return out

@@ -1,11 +1,14 @@
-"""ResNet trunks pretrained by ialbench itself on another rendered city, that a method can start from.
+"""Networks pretrained by ialbench itself on another rendered city, that a method can start from.
 
-Papers start from ImageNet or CLIP weights; none can be downloaded here, so the CPU presets start from a
-trunk that the project's own code trained on Kotka (a city the Helsinki protocol never sees). A trunk is
-stored in torchvision's ResNet naming (`conv1.`, `bn1.`, `layer1.`..) up to its cut, and loads into both
-layouts the methods use: `ResNetTrunk` (`model.conv1.` ...) and the dvgl Sequential (`0.`, `1.`, `4.` ...).
+Papers start from ImageNet or CLIP weights; none can be downloaded here, so the CPU presets start from what the
+project's own code trained on Kotka (a city the Helsinki protocol never sees). Two kinds:
+- a ResNet trunk (`kind="trunk"`), stored in torchvision's ResNet naming (`conv1.`, `bn1.`, `layer1.`..) up to its
+  cut; it loads into both layouts the methods use: `ResNetTrunk` (`model.conv1.` ...) and the dvgl Sequential
+  (`0.`, `1.`, `4.` ...);
+- a whole CLIP (`kind="clip"`: both towers, an ialbench CLIP checkpoint in float16), the start of the prompt
+  learners and zero-shot CLIP, as the papers start them from OpenAI's CLIP.
 
-`init=` on a method takes `scratch`, a registered trunk name (shipped in `methods/weights/`, rebuilt by
+`init=` on a method takes `scratch`, a registered name (shipped in `methods/weights/`, rebuilt by
 `python -m benchmark pretrain NAME`), or a path to a trunk file.
 """
 
@@ -55,6 +58,7 @@ class TrunkSpec:
     method: str  # a method spec as `--methods` takes it, e.g. "mixvpr:steps=1200"
     seed: int
     file: str  # under methods/weights/
+    kind: str = "trunk"  # trunk: a ResNet stem..cut | clip: a whole CLIP (backbone = its model config)
 
     @property
     def path(self) -> Path:
@@ -62,8 +66,9 @@ class TrunkSpec:
         return WEIGHTS_DIR / self.file
 
     def describe(self) -> str:
-        """One line for result records and tables: what the trunk is and how it was trained."""
-        return f"{self.backbone} {self.cut} pretrained on {self.protocol} ({self.method}, seed {self.seed})"
+        """One line for result records and tables: what the network is and how it was trained."""
+        what = f"{self.backbone} CLIP" if self.kind == "clip" else f"{self.backbone} {self.cut}"
+        return f"{what} pretrained on {self.protocol} ({self.method}, seed {self.seed})"
 
 
 TRUNKS: dict[str, TrunkSpec] = {
@@ -71,6 +76,16 @@ TRUNKS: dict[str, TrunkSpec] = {
     "kotka-r18": TrunkSpec("kotka-r18", "resnet18", "layer3", "kotka",
                            "mixvpr:steps=3600,init=scratch,frozen=0,cache_frozen=false,augment=0.5", 0,
                            "kotka-r18.pt"),
+    # AddressCLIP's default recipe on Kotka (addresses, captions, geography): both towers learn from Kotka's
+    # image-text pairs, so Helsinki's street names are new to them, as Pittsburgh's are to OpenAI's CLIP
+    # (zero-shot SSA@1 on Helsinki: 0.49, the paper's CLIP on Pitts-IAL: 0.85).
+    "kotka-clip": TrunkSpec("kotka-clip", "ial-r18", "layer3", "kotka",
+                            "addressclip:steps=1000,epochs=6,batch=64,lr=0.001,init=kotka-r18,frozen=2,"
+                            "cache_frozen=true,augment=0", 0, "kotka-clip.pt", kind="clip"),
+    # The same on the ViT towers MaPLe prompts (ial-small, from scratch: no ViT was pretrained before it).
+    "kotka-clip-vit": TrunkSpec("kotka-clip-vit", "ial-small", "-", "kotka",
+                                "addressclip:model=ial-small,steps=1000,epochs=6,batch=64,lr=0.001,init=scratch,"
+                                "frozen=0,cache_frozen=false,augment=0.5", 0, "kotka-clip-vit.pt", kind="clip"),
 }
 
 # How every ResNet-18 method of the CPU default presets starts: from the Kotka trunk, its stem and first two
@@ -108,11 +123,21 @@ def trunk_file(init: str) -> Path | None:
     return path
 
 
+def clip_start(init: str) -> TrunkSpec | None:
+    """The registered whole-CLIP start an `init=` value names, else None (scratch, a trunk, a trunk file)."""
+    spec = TRUNKS.get(init)
+    return spec if spec is not None and spec.kind == "clip" else None
+
+
 def load_trunk(init: str) -> Trunk | None:
     """Read the trunk an `init=` value names (None for scratch), as float32 tensors."""
     path = trunk_file(init)
     if path is None:
         return None
+    if clip_start(init) is not None:
+        raise BenchmarkError(f"init={init} is a whole CLIP (both towers): only the CLIP methods start from it "
+                             f"(model={TRUNKS[init].backbone}); use a trunk ({', '.join(_trunk_names())}) "
+                             "or init=scratch")
     state = load_weights_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()) or not state:
         raise BenchmarkError(f"trunk file {path} holds no state dict of tensors; rebuild it with "
@@ -120,6 +145,10 @@ def load_trunk(init: str) -> Trunk | None:
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     source = TRUNKS[init].describe() if init in TRUNKS else f"trunk file {path.name}"
     return Trunk(state, source, path, file_sha256(path))
+
+
+def _trunk_names() -> list[str]:
+    return [name for name, spec in TRUNKS.items() if spec.kind == "trunk"]
 
 
 def extract_trunk(state: dict[str, Tensor], prefix: str, cut: str) -> dict[str, Tensor]:
@@ -176,7 +205,7 @@ def save_trunk(state: dict[str, Tensor], path: Path) -> None:
 def build_trunk(spec: TrunkSpec, file: Path, results: Path, preset: str = "default", device: str = "auto",
                 progress: bool = True) -> tuple[Path, Path]:
     """Train `spec.method` on `spec.protocol` with the runner (evaluated and written to `results` like any run),
-    then save its trunk to `file`. Returns (trunk file, result folder)."""
+    then save its trunk (or, for a CLIP start, the whole CLIP) to `file`. Returns (file, result folder)."""
     from benchmark.results import read_run
     from benchmark.runner import RunSpec, parse_methods, run
 
@@ -186,8 +215,14 @@ def build_trunk(spec: TrunkSpec, file: Path, results: Path, preset: str = "defau
     folder, = run(RunSpec(protocol=spec.protocol, methods=methods, preset=preset, device=device, seed=spec.seed,
                           out=results, progress=progress))
     weights = read_run(folder / "result.json").result.method.weights
-    if weights.path is None or not Path(weights.path).is_file():
-        raise BenchmarkError(f"trunk {spec.name}: {spec.method} left no trained state ({folder}); it must train")
+    if weights.source != "from-scratch" or weights.path is None or not Path(weights.path).is_file():
+        raise BenchmarkError(f"trunk {spec.name}: {spec.method} left no trained state ({folder}); it must train "
+                             "(from scratch or a trunk, not from weights=)")
+    if spec.kind == "clip":  # the whole trained CLIP, both towers
+        from methods.addressclip.weights import save_clip_start
+
+        save_clip_start(Path(weights.path), file, spec.describe())
+        return file, folder
     state = torch.load(weights.path, map_location="cpu", weights_only=True)
     trunk = None
     for prefix in ("backbone.model.", "backbone.", "encoder."):  # ResNetTrunk, dvgl / Nanne Sequential
