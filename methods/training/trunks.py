@@ -84,7 +84,7 @@ TRUNKS: dict[str, TrunkSpec] = {
                             "cache_frozen=true,augment=0", 0, "kotka-clip.pt", kind="clip"),
     # The same on the ViT towers MaPLe prompts (ial-small, from scratch: no ViT was pretrained before it).
     "kotka-clip-vit": TrunkSpec("kotka-clip-vit", "ial-small", "-", "kotka",
-                                "addressclip:model=ial-small,steps=1000,epochs=6,batch=64,lr=0.001,init=scratch,"
+                                "addressclip:model=ial-small,steps=3000,epochs=16,batch=64,lr=0.001,init=scratch,"
                                 "frozen=0,cache_frozen=false,augment=0.5", 0, "kotka-clip-vit.pt", kind="clip"),
 }
 
