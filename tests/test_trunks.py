@@ -145,18 +145,24 @@ DEFAULT_STARTS_FROM_A_CLIP = [name for name in TAKES_INIT if clip_start(make_opt
                                                                                      {}).init) is not None]
 
 
-@pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_TRUNK)
-def test_every_default_preset_network_takes_its_shipped_trunk(tiny_dataset, tmp_path, name):
-    """The default preset's network (its backbone and cut) must fit the trunk it starts from: one step on tiny."""
+def _one_default_step(name: str, dataset, cache_dir):
+    """The method's default preset, prepared on `dataset` with (at most) one training step of 4 images."""
     from benchmark.method import RunContext
 
     cls = METHODS.get(name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     overrides = {k: v for k, v in {"steps": "1", "epochs": "1", "batch": "4"}.items() if k in fields}
-    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=tmp_path, progress=False,
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=cache_dir, progress=False,
                      batch_size=8)
     method = cls(make_options(cls, "default", overrides), ctx)
-    method.prepare(tiny_dataset)
+    method.prepare(dataset)
+    return cls, method
+
+
+@pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_TRUNK)
+def test_every_default_preset_network_takes_its_shipped_trunk(tiny_dataset, tmp_path, name):
+    """The default preset's network (its backbone and cut) must fit the trunk it starts from: one step on tiny."""
+    cls, method = _one_default_step(name, tiny_dataset, tmp_path)
     trunk = load_trunk(method.options.init)
     if cls.trains:
         assert trunk.source in method.training.backbone
@@ -226,16 +232,9 @@ def test_a_clip_start_is_refused_where_a_trunk_is_meant():
 @pytest.mark.parametrize("name", DEFAULT_STARTS_FROM_A_CLIP)
 def test_every_default_preset_that_starts_from_a_clip_loads_both_towers(tiny_dataset, tmp_path, name):
     """One step on tiny from the shipped CLIP: the model is the start's (before training), recorded as such."""
-    from benchmark.method import RunContext
     from methods.addressclip.weights import read_weights, split_checkpoint
 
-    cls = METHODS.get(name)
-    fields = {f.name for f in dataclasses.fields(cls.Options)}
-    overrides = {k: v for k, v in {"steps": "1", "epochs": "1", "batch": "4"}.items() if k in fields}
-    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="default", cache_dir=tmp_path, progress=False,
-                     batch_size=8)
-    method = cls(make_options(cls, "default", overrides), ctx)
-    method.prepare(tiny_dataset)
+    cls, method = _one_default_step(name, tiny_dataset, tmp_path)
     start = clip_start(method.options.init)
     shipped, _, _ = split_checkpoint(read_weights(start.path))
     own = method.model.state_dict()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from benchmark.errors import BenchmarkError
-from methods.training.checkpoints import check_state_dict, load_weights_file
+from methods.training.checkpoints import check_state_dict, half_state, load_weights_file, save_atomic
 
 FORMAT = "ialbench-addressclip"
 # Integers OpenAI's CLIP files carry next to the tensors (open_clip drops them the same way).
@@ -71,12 +71,7 @@ def save_clip_start(trained: Path, file: Path, about: str) -> None:
     raw = read_weights(trained)
     if raw.get("format") != FORMAT:
         raise BenchmarkError(f"{trained} is not an ialbench CLIP checkpoint; it cannot be a CLIP start")
-    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-             for k, v in raw["state_dict"].items()}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    torch.save(checkpoint(state, None, {"start": about}), tmp)
-    tmp.replace(file)
+    save_atomic(checkpoint(half_state(raw["state_dict"]), None, {"start": about}), file)
 
 
 class _Opaque:
@@ -93,6 +88,7 @@ class _Opaque:
 _TENSOR_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
                    ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
                    ("torch", "Size"), ("torch", "device"), ("torch", "dtype"), ("builtins", "set"),
+                   ("torch", "float16"), ("torch", "float32"), ("torch", "bfloat16"),
                    *(("torch", f"{kind}Storage") for kind in ("Float", "Half", "BFloat16", "Double", "Long", "Int",
                                                               "Short", "Char", "Byte", "Bool"))}
 
@@ -101,7 +97,7 @@ class _TensorsOnly(pickle.Unpickler):
     """Unpickles tensors and containers; every other class becomes `_Opaque`, so no pickled code runs."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _TENSOR_GLOBALS or (module == "torch" and name in ("float16", "float32", "bfloat16")):
+        if (module, name) in _TENSOR_GLOBALS:
             return super().find_class(module, name)
         return _Opaque
 

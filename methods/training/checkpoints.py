@@ -1,7 +1,9 @@
-"""User-supplied weight files: one clear error when missing, unreadable or not fitting the model."""
+"""Weight files: user-supplied ones read with one clear error when missing, unreadable or not fitting the model;
+ours written atomically."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,21 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
                                                      for k in shapes]))
         raise BenchmarkError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state, strict=not fresh)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place (no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save `obj` to `path` atomically."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict on the CPU with its floating-point tensors in float16 (how ialbench ships pretrained starts)."""
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,10 @@ import torch
 
 from benchmark.distributed import barrier
 from benchmark.method import TrainingSummary
+from methods.training.checkpoints import atomic_write
 from methods.training.loop import TrainLog
 
 WEIGHTS, SUMMARY, LOSS_LOG = "model.pt", "training.json", "loss_log.jsonl"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class CheckpointStore:
@@ -37,17 +30,17 @@ class CheckpointStore:
 
     def save(self, state: dict[str, Any], log: TrainLog, about: dict[str, Any]) -> TrainingSummary:
         """Write weights, loss log and summary atomically; `about` adds backbone and input size."""
-        _atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
         def write_log(tmp: Path) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in log.rows:
                     f.write(json.dumps(row) + "\n")
 
-        _atomic_write(self.folder / LOSS_LOG, write_log)
+        atomic_write(self.folder / LOSS_LOG, write_log)
         summary = {"steps": log.steps, "images_seen": log.images_seen, "wall_seconds": log.wall_seconds, **about}
-        _atomic_write(self.folder / SUMMARY,
-                      lambda tmp: tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n"))
+        atomic_write(self.folder / SUMMARY,
+                     lambda tmp: tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n"))
         return self.summary(cached=False)
 
     def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import file_sha256
-from methods.training.checkpoints import check_state_dict, load_weights_file
+from methods.training.checkpoints import check_state_dict, half_state, load_weights_file, save_atomic
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -195,11 +195,7 @@ def save_trunk(state: dict[str, Tensor], path: Path) -> None:
     bad = [k for k in state if not _STAGE.match(k)]
     if bad:
         raise ValueError(f"not torchvision ResNet trunk keys: {bad[:4]}")
-    half = {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(half, tmp)
-    tmp.replace(path)
+    save_atomic(half_state(state), path)
 
 
 def build_trunk(spec: TrunkSpec, file: Path, results: Path, preset: str = "default", device: str = "auto",
